@@ -1,1 +1,20 @@
+//! # nydus-builder
+//!
+//! Builds RAFS v6 images (bootstrap + data blob) from directories, and reads
+//! them back: validation (`check`), statistics (`stat`), interactive
+//! inspection (`inspect`), conversion to a tar (`unpack`) and to a raw EROFS
+//! disk (`export --block`). The `nydus-image` binary is a thin CLI over
+//! these functions.
+#![deny(missing_docs)]
 
+pub mod blob;
+pub mod blobfile;
+pub mod create;
+pub mod error;
+pub mod export;
+pub mod image;
+pub mod inspect;
+pub mod tree;
+pub mod unpack;
+
+pub use error::{BuildError, Result};

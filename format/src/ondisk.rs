@@ -42,12 +42,14 @@ pub const MAX_CHUNK_SIZE: u32 = 0x100_0000;
 /// Maximum chunks per blob (24-bit ci index).
 pub const MAX_CHUNKS_PER_BLOB: u32 = 0xFF_FFFF;
 
-/// i_format layout: data in consecutive blocks.
+// Data layouts, as they appear in `i_format` (layout id << 1; bit 0 is the
+// inode version).
+/// i_format layout bits: data in consecutive blocks (EROFS layout 0).
 pub const LAYOUT_FLAT_PLAIN: u16 = 0;
-/// i_format layout: full blocks plus an inline tail.
-pub const LAYOUT_FLAT_INLINE: u16 = 2;
-/// i_format layout: chunk-based file.
-pub const LAYOUT_CHUNK_BASED: u16 = 4;
+/// i_format layout bits: full blocks plus an inline tail (EROFS layout 2).
+pub const LAYOUT_FLAT_INLINE: u16 = 2 << 1;
+/// i_format layout bits: chunk-based file (EROFS layout 4).
+pub const LAYOUT_CHUNK_BASED: u16 = 4 << 1;
 /// Chunk format bit: the array holds 8-byte chunk indexes.
 pub const CHUNK_FORMAT_INDEXES: u16 = 0x20;
 

@@ -1,1 +1,196 @@
-fn main(){}
+//! `nydus-image`: build, check, inspect, unpack and export RAFS images.
+
+mod cli;
+mod progress;
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use nydus_builder::blob::ChunkOptions;
+use nydus_builder::create::{create, CreateOptions};
+use nydus_builder::image::load;
+use nydus_builder::inspect::{self, Inspector};
+use nydus_builder::{export, unpack};
+
+use cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(e) = init_logging(&cli) {
+        eprintln!("error: {e:#}");
+        return ExitCode::from(2);
+    }
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // A closed stdout (e.g. piped into `head`) is not a failure.
+            if e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(cli: &Cli) -> Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level)
+        .with_context(|| format!("invalid --log-level {:?} (use trace, debug, info, warn or error)", cli.log_level))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    match &cli.log_file {
+        Some(p) => {
+            let f = std::fs::OpenOptions::new().create(true).append(true).open(p).with_context(|| format!("cannot open log file {}", p.display()))?;
+            builder.with_ansi(false).with_writer(std::sync::Mutex::new(f)).init();
+        }
+        None => builder.with_ansi(std::io::stderr().is_terminal()).with_writer(std::io::stderr).init(),
+    }
+    Ok(())
+}
+
+fn write_json(path: Option<&Path>, v: &impl serde::Serialize) -> Result<()> {
+    if let Some(p) = path {
+        let s = serde_json::to_string_pretty(v)?;
+        std::fs::write(p, s + "\n").with_context(|| format!("cannot write {}", p.display()))?;
+    }
+    Ok(())
+}
+
+fn pick_bootstrap(positional: Option<PathBuf>, flag: Option<PathBuf>) -> Result<PathBuf> {
+    match (positional, flag) {
+        (Some(p), None) | (None, Some(p)) => Ok(p),
+        (Some(a), Some(b)) if a == b => Ok(a),
+        (Some(_), Some(_)) => bail!("give the bootstrap either as an argument or with --bootstrap, not both"),
+        (None, None) => bail!("missing bootstrap: pass BOOTSTRAP or --bootstrap FILE"),
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Create(a) => {
+            let opts = CreateOptions {
+                source: a.source.clone(),
+                bootstrap: a.bootstrap.clone(),
+                blob: a.blob.clone(),
+                blob_dir: a.blob_dir.clone(),
+                blob_id: a.blob_id.clone(),
+                chunk: ChunkOptions {
+                    chunk_size: a.chunk_size()?,
+                    compressor: a.compressor.into(),
+                    digester: a.digester.into(),
+                    threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+                },
+                whiteout: a.whiteout_spec.into(),
+            };
+            if a.fs_version != 6 {
+                bail!("--fs-version {}: only RAFS v6 images can be written", a.fs_version);
+            }
+            let bar = progress::Bar::bytes("building");
+            let report = create(&opts, &|done, total, files| bar.update(done, total, files)).with_context(|| format!("failed to build an image from {}", a.source.display()))?;
+            bar.finish();
+            tracing::info!(
+                bootstrap = %report.bootstrap.display(),
+                blobs = ?report.blobs,
+                inodes = report.inodes,
+                chunks = report.chunks,
+                dedup_chunks = report.dedup_chunks,
+                "image built"
+            );
+            write_json(a.output_json.as_deref(), &report)?;
+            Ok(())
+        }
+        Command::Check(a) => {
+            let path = pick_bootstrap(a.bootstrap_pos, a.bootstrap)?;
+            let boot = load(&path)?;
+            let blobs = match &a.blob_dir {
+                Some(d) => Some(inspect::open_blobs(&boot, d)?),
+                None => None,
+            };
+            let mut out = std::io::stdout().lock();
+            let mut werr = None;
+            let report = inspect::check(&path, &boot, blobs.as_ref(), |p, ino| {
+                if a.verbose && werr.is_none() {
+                    werr = writeln!(out, "{}", inspect::inode_line(p, ino)).err();
+                }
+            })?;
+            if let Some(e) = werr {
+                return Err(e.into());
+            }
+            writeln!(out, "{}: RAFS v6 image is valid: {} names, {} inodes, chunk size {:#x}, {} blob(s)", path.display(), report.inodes, report.unique_inodes, report.chunk_size, report.blobs.len())?;
+            for b in &report.blobs {
+                writeln!(out, "  blob {} ({} chunks, {} bytes, {})", b.blob_id, b.chunk_count, b.compressed_size, b.compressor)?;
+            }
+            if a.blob_dir.is_some() {
+                writeln!(out, "  {} chunks read and verified", report.chunks_verified)?;
+            }
+            write_json(a.output_json.as_deref(), &report)
+        }
+        Command::Stat(a) => {
+            let boot = load(&a.bootstrap)?;
+            let s = inspect::stat(&boot).with_context(|| a.bootstrap.display().to_string())?;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "files {}  dirs {}  symlinks {}  specials {}  extra hard links {}", s.files, s.dirs, s.symlinks, s.specials, s.hardlinks)?;
+            writeln!(out, "file data {} bytes in {} chunk refs, {} unique chunks ({} bytes), dedup ratio {:.3}", s.file_bytes, s.chunk_refs, s.unique_chunks, s.unique_chunk_bytes, s.dedup_ratio)?;
+            writeln!(out, "stored {} bytes, compression ratio {:.3}; bootstrap {} bytes, blobs {} bytes", s.stored_chunk_bytes, s.compression_ratio, s.bootstrap_size, s.blob_bytes)?;
+            write_json(a.output_json.as_deref(), &s)
+        }
+        Command::Inspect(a) => {
+            let path = pick_bootstrap(a.bootstrap_pos, a.bootstrap)?;
+            let mut insp = Inspector::new(load(&path)?);
+            if let Some(cmd) = a.request {
+                let v = insp.run(&cmd).map_err(anyhow::Error::msg)?;
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(());
+            }
+            let stdin = std::io::stdin();
+            let tty = stdin.is_terminal();
+            if tty {
+                eprintln!("{}", inspect::INSPECT_HELP);
+            }
+            loop {
+                if tty {
+                    eprint!("Inspecting RAFS :> ");
+                }
+                let mut line = String::new();
+                if stdin.lock().read_line(&mut line)? == 0 {
+                    break;
+                }
+                let line = line.trim();
+                if line == "exit" || line == "quit" || line == "q" {
+                    break;
+                }
+                match insp.run(line) {
+                    Ok(v) => println!("{}", serde_json::to_string_pretty(&v)?),
+                    Err(m) => eprintln!("error: {m}"),
+                }
+            }
+            Ok(())
+        }
+        Command::Unpack(a) => {
+            let path = pick_bootstrap(a.bootstrap_pos, a.bootstrap)?;
+            let rep = unpack::unpack(&path, a.blob.as_deref(), a.blob_dir.as_deref(), &a.output)
+                .with_context(|| format!("failed to unpack {}", path.display()))?;
+            tracing::info!(entries = rep.entries, bytes = rep.bytes, skipped_sockets = rep.skipped_sockets, output = %a.output.display(), "unpacked");
+            Ok(())
+        }
+        Command::Export(a) => {
+            if !a.block {
+                bail!("only block export is supported: pass --block");
+            }
+            let path = a.bootstrap.clone();
+            let output = a.output.clone().unwrap_or_else(|| {
+                let mut p = path.clone().into_os_string();
+                p.push(".disk");
+                p.into()
+            });
+            let bar = progress::Bar::bytes("exporting");
+            let rep = export::export_block(&path, a.blob_dir.as_deref(), a.blob.as_deref(), &output, &|d, t| bar.update(d, t, 0))
+                .with_context(|| format!("failed to export {}", path.display()))?;
+            bar.finish();
+            tracing::info!(output = %rep.output.display(), size = rep.size, blobs = rep.blobs, "block disk exported");
+            Ok(())
+        }
+    }
+}

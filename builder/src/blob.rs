@@ -1,0 +1,371 @@
+//! Cutting file data into chunks and writing the data blob.
+//!
+//! Three kinds of threads cooperate (see [`write_chunks`]):
+//! * one reader walks the regular files in node order and reads chunk-sized
+//!   pieces (holes of sparse files are recognised with `SEEK_DATA` and never
+//!   read);
+//! * workers digest and compress pieces in parallel;
+//! * the calling thread puts results back in order, deduplicates them by
+//!   digest and appends new chunks to the blob.
+//!
+//! A fixed number of tokens bounds the pieces in flight, so memory stays
+//! flat whatever the tree size: at most `tokens × 2 × chunk_size` bytes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{BufWriter, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
+use nydus_format::blob_meta::{encode_trailer, ChunkLocation};
+use nydus_format::codec::{crc32c, ChunkEncoder};
+use nydus_format::flags;
+use nydus_format::writer::{BlobSpec, ChunkSpec};
+use nydus_format::{Compressor, Digest, Digester};
+use sha2::{Digest as _, Sha256};
+
+use crate::error::{BuildError, Result};
+use crate::tree::SourceTree;
+
+/// Chunking options.
+#[derive(Debug, Clone, Copy)]
+pub struct ChunkOptions {
+    /// Chunk size (power of two, 4 KiB..16 MiB).
+    pub chunk_size: u32,
+    /// Chunk compressor.
+    pub compressor: Compressor,
+    /// Chunk digester.
+    pub digester: Digester,
+    /// Worker threads.
+    pub threads: usize,
+}
+
+/// Where blob bytes go: a file, with a running SHA-256 for the blob id.
+pub struct BlobSink {
+    w: BufWriter<File>,
+    hasher: Sha256,
+    pos: u64,
+    path: PathBuf,
+}
+
+impl BlobSink {
+    /// Write into `file` (already created), reporting errors against `path`.
+    pub fn new(file: File, path: &Path) -> Self {
+        Self { w: BufWriter::with_capacity(1 << 20, file), hasher: Sha256::new(), pos: 0, path: path.into() }
+    }
+
+    fn write(&mut self, data: &[u8]) -> Result<()> {
+        self.w.write_all(data).map_err(|e| BuildError::io(&self.path, e))?;
+        self.hasher.update(data);
+        self.pos += data.len() as u64;
+        Ok(())
+    }
+
+    /// Bytes written so far.
+    pub fn len(&self) -> u64 {
+        self.pos
+    }
+
+    /// Nothing written yet?
+    pub fn is_empty(&self) -> bool {
+        self.pos == 0
+    }
+
+    fn finish(mut self) -> Result<String> {
+        self.w.flush().map_err(|e| BuildError::io(&self.path, e))?;
+        Ok(hex::encode(self.hasher.finalize()))
+    }
+}
+
+/// What chunking produced.
+#[derive(Debug, Clone, Default)]
+pub struct ChunkStats {
+    /// Chunks referenced by files.
+    pub chunks: u64,
+    /// Of those, chunks that reused an earlier identical chunk.
+    pub dedup_chunks: u64,
+    /// Plain bytes of all file data.
+    pub data_bytes: u64,
+    /// Bytes of stored chunk data (before the trailer).
+    pub stored_bytes: u64,
+}
+
+enum Piece {
+    Data(Vec<u8>),
+    Hole(u32),
+}
+
+struct Job {
+    seq: u64,
+    node: usize,
+    file_offset: u64,
+    piece: Piece,
+}
+
+struct Done {
+    seq: u64,
+    node: usize,
+    file_offset: u64,
+    len: u32,
+    digest: Digest,
+    crc: u32,
+    payload: Arc<Vec<u8>>,
+    compressed: bool,
+}
+
+/// Progress callback: called with plain bytes processed.
+pub type Progress<'a> = &'a (dyn Fn(u64) + Sync);
+
+/// Chunk every regular file of `tree` into `sink` (blob index 0), filling in
+/// the nodes' chunk lists. Returns `None` when there was no file data.
+pub fn write_chunks(
+    tree: &mut SourceTree,
+    opts: &ChunkOptions,
+    mut sink: BlobSink,
+    progress: Progress,
+) -> Result<(Option<(BlobSpec, String)>, ChunkStats)> {
+    let tokens = ((16u64 << 20) / opts.chunk_size as u64).clamp(4, 1024) as usize;
+    let files: Vec<(usize, PathBuf, u64)> = tree
+        .nodes
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| n.link_to.is_none() && n.mode & libc::S_IFMT == libc::S_IFREG && n.size > 0)
+        .map(|(i, n)| (i, tree.paths[i].clone(), n.size))
+        .collect();
+    let (job_tx, job_rx) = bounded::<Job>(tokens);
+    let (done_tx, done_rx) = unbounded::<Result<Done>>();
+    let (tok_tx, tok_rx) = bounded::<()>(tokens);
+    for _ in 0..tokens {
+        tok_tx.send(()).expect("capacity");
+    }
+    let mut stats = ChunkStats::default();
+    let mut locs: Vec<ChunkLocation> = Vec::new();
+    let outcome = std::thread::scope(|s| -> Result<()> {
+        {
+            let done_tx = done_tx.clone();
+            let chunk_size = opts.chunk_size;
+            s.spawn(move || read_files(&files, chunk_size, job_tx, tok_rx, done_tx));
+        }
+        for _ in 0..opts.threads.max(1) {
+            let (job_rx, done_tx) = (job_rx.clone(), done_tx.clone());
+            let (compressor, digester) = (opts.compressor, opts.digester);
+            s.spawn(move || work(job_rx, done_tx, compressor, digester));
+        }
+        drop(done_tx);
+        drop(job_rx);
+        collect(tree, done_rx, tok_tx, &mut sink, &mut locs, &mut stats, progress)
+    });
+    outcome?;
+    if locs.is_empty() {
+        return Ok((None, stats));
+    }
+    stats.stored_bytes = sink.len();
+    let features = flags::BLOB_ALIGNED | flags::BLOB_CAP_TAR_TOC;
+    let ci_offset = sink.len();
+    let trailer = encode_trailer(&locs, opts.compressor, features, ci_offset)
+        .map_err(|e| BuildError::format(&sink.path, e))?;
+    sink.write(&trailer.bytes)?;
+    let compressed_size = sink.len();
+    let uncompressed_size = locs.last().map_or(0, |l| l.uncompressed_offset + (l.uncompressed_size as u64).div_ceil(4096) * 4096);
+    let blob_id = sink.finish()?;
+    let spec = BlobSpec {
+        blob_id: blob_id.clone(),
+        chunk_count: locs.len() as u32,
+        compressor: opts.compressor,
+        digester: opts.digester,
+        features,
+        compressed_size,
+        uncompressed_size,
+        ci_compressor: trailer.ci_compressor,
+        ci_offset,
+        ci_compressed_size: trailer.ci_compressed_size,
+        ci_uncompressed_size: trailer.ci_uncompressed_size,
+    };
+    Ok((Some((spec, blob_id)), stats))
+}
+
+fn collect(
+    tree: &mut SourceTree,
+    done_rx: Receiver<Result<Done>>,
+    tok_tx: Sender<()>,
+    sink: &mut BlobSink,
+    locs: &mut Vec<ChunkLocation>,
+    stats: &mut ChunkStats,
+    progress: Progress,
+) -> Result<()> {
+    let mut pending: BTreeMap<u64, Done> = BTreeMap::new();
+    let mut next = 0u64;
+    let mut seen: HashMap<Digest, ChunkSpec> = HashMap::new();
+    let mut uoff = 0u64;
+    for msg in done_rx {
+        let d = msg?;
+        pending.insert(d.seq, d);
+        while let Some(d) = pending.remove(&next) {
+            next += 1;
+            let _ = tok_tx.send(());
+            stats.chunks += 1;
+            stats.data_bytes += d.len as u64;
+            let chunk = match seen.get(&d.digest) {
+                Some(c) if c.uncompressed_size == d.len => {
+                    stats.dedup_chunks += 1;
+                    ChunkSpec { file_offset: d.file_offset, ..*c }
+                }
+                _ => {
+                    if locs.len() as u32 > nydus_format::ondisk::MAX_CHUNKS_PER_BLOB {
+                        return Err(BuildError::Invalid("more than 2^24 distinct chunks in one blob; use a larger --chunk-size".into()));
+                    }
+                    let loc = ChunkLocation {
+                        compressed_offset: sink.len(),
+                        compressed_size: d.payload.len() as u32,
+                        uncompressed_offset: uoff,
+                        uncompressed_size: d.len,
+                    };
+                    // v1 ci entries encode "compressed" as size inequality; an
+                    // output of equal size was already rejected by the encoder.
+                    sink.write(&d.payload)?;
+                    uoff += (d.len as u64).div_ceil(4096) * 4096;
+                    let mut fl = if d.compressed { flags::CHUNK_COMPRESSED } else { 0 };
+                    if d.crc != 0 {
+                        fl |= flags::CHUNK_HAS_CRC32;
+                    }
+                    let c = ChunkSpec {
+                        blob_index: 0,
+                        ci_index: locs.len() as u32,
+                        digest: d.digest,
+                        flags: fl,
+                        compressed_offset: loc.compressed_offset,
+                        compressed_size: loc.compressed_size,
+                        uncompressed_offset: loc.uncompressed_offset,
+                        uncompressed_size: d.len,
+                        file_offset: d.file_offset,
+                        crc32: d.crc,
+                    };
+                    locs.push(loc);
+                    seen.insert(d.digest, c);
+                    c
+                }
+            };
+            tree.nodes[d.node].chunks.push(chunk);
+            progress(d.len as u64);
+        }
+    }
+    Ok(())
+}
+
+fn work(jobs: Receiver<Job>, done: Sender<Result<Done>>, compressor: Compressor, digester: Digester) {
+    let mut enc = match ChunkEncoder::new(compressor) {
+        Ok(e) => e,
+        Err(e) => {
+            let _ = done.send(Err(BuildError::Invalid(e.to_string())));
+            return;
+        }
+    };
+    let mut holes: HashMap<u32, (Digest, u32, Arc<Vec<u8>>, bool)> = HashMap::new();
+    for job in jobs {
+        let len = match &job.piece {
+            Piece::Data(d) => d.len() as u32,
+            Piece::Hole(l) => *l,
+        };
+        let r = match job.piece {
+            Piece::Data(data) => encode(&mut enc, digester, data),
+            Piece::Hole(len) => match holes.get(&len) {
+                Some(h) => Ok(h.clone()),
+                None => encode(&mut enc, digester, vec![0u8; len as usize]).inspect(|h| {
+                    holes.insert(len, h.clone());
+                }),
+            },
+        };
+        let msg = r.map(|(digest, crc, payload, compressed)| Done {
+            seq: job.seq,
+            node: job.node,
+            file_offset: job.file_offset,
+            len,
+            digest,
+            crc,
+            payload,
+            compressed,
+        });
+        if done.send(msg).is_err() {
+            return;
+        }
+    }
+}
+
+type Encoded = (Digest, u32, Arc<Vec<u8>>, bool);
+
+fn encode(enc: &mut ChunkEncoder, digester: Digester, data: Vec<u8>) -> Result<Encoded> {
+    let digest = digester.digest(&data);
+    let crc = crc32c(&data);
+    match enc.compress(&data).map_err(|e| BuildError::Invalid(e.to_string()))? {
+        Some(z) => Ok((digest, crc, Arc::new(z), true)),
+        None => Ok((digest, crc, Arc::new(data), false)),
+    }
+}
+
+fn read_files(files: &[(usize, PathBuf, u64)], chunk_size: u32, jobs: Sender<Job>, tokens: Receiver<()>, errs: Sender<Result<Done>>) {
+    let mut seq = 0u64;
+    for (node, path, size) in files {
+        if let Err(e) = read_file(*node, path, *size, chunk_size, &jobs, &tokens, &mut seq) {
+            let _ = errs.send(Err(e));
+            return;
+        }
+    }
+}
+
+fn read_file(node: usize, path: &Path, size: u64, chunk_size: u32, jobs: &Sender<Job>, tokens: &Receiver<()>, seq: &mut u64) -> Result<()> {
+    let mut f = File::open(path).map_err(|e| BuildError::io(path, e))?;
+    let md = f.metadata().map_err(|e| BuildError::io(path, e))?;
+    if md.len() != size {
+        return Err(BuildError::io(path, std::io::Error::other("file changed during the build (size differs)")));
+    }
+    let sparse = md.blocks() * 512 < size;
+    let mut off = 0u64;
+    while off < size {
+        let len = (size - off).min(chunk_size as u64) as u32;
+        if tokens.recv().is_err() {
+            return Ok(()); // collector gave up; it reports its own error
+        }
+        let piece = if sparse && is_hole(&f, off, len as u64) {
+            Piece::Hole(len)
+        } else {
+            let mut buf = vec![0u8; len as usize];
+            if sparse {
+                use std::os::unix::fs::FileExt;
+                f.read_exact_at(&mut buf, off)
+            } else {
+                f.read_exact(&mut buf)
+            }
+            .map_err(|e| {
+                let e = if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                    std::io::Error::other("file shrank during the build")
+                } else {
+                    e
+                };
+                BuildError::io(path, e)
+            })?;
+            Piece::Data(buf)
+        };
+        let job = Job { seq: *seq, node, file_offset: off, piece };
+        if jobs.send(job).is_err() {
+            return Ok(());
+        }
+        *seq += 1;
+        off += len as u64;
+    }
+    Ok(())
+}
+
+/// Whether `[off, off+len)` of `f` holds no data (lies in a hole).
+fn is_hole(f: &File, off: u64, len: u64) -> bool {
+    // SAFETY: lseek on a file descriptor we own; it only moves the file
+    // offset (which positional reads ignore) and cannot touch memory.
+    let data = unsafe { libc::lseek(f.as_raw_fd(), off as libc::off_t, libc::SEEK_DATA) };
+    if data < 0 {
+        // ENXIO: no data at or after `off`. Anything else: assume data.
+        return std::io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO);
+    }
+    data as u64 >= off + len
+}

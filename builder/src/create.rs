@@ -1,0 +1,214 @@
+//! `nydus-image create`: directory → bootstrap + data blob.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+
+use nydus_format::writer::{write_bootstrap, ImageSpec};
+use serde::Serialize;
+use sha2::{Digest as _, Sha256};
+
+use crate::blob::{write_chunks, BlobSink, ChunkOptions};
+use crate::error::{BuildError, Result};
+use crate::tree::{walk, WhiteoutSpec};
+
+/// Options of one build.
+#[derive(Debug, Clone)]
+pub struct CreateOptions {
+    /// Source directory.
+    pub source: PathBuf,
+    /// Bootstrap output (default: named by its SHA-256 inside `blob_dir`).
+    pub bootstrap: Option<PathBuf>,
+    /// Blob output file (or FIFO).
+    pub blob: Option<PathBuf>,
+    /// Directory receiving the blob named by its id.
+    pub blob_dir: Option<PathBuf>,
+    /// Blob id override.
+    pub blob_id: Option<String>,
+    /// Chunking options.
+    pub chunk: ChunkOptions,
+    /// Whiteout handling.
+    pub whiteout: WhiteoutSpec,
+}
+
+/// What a build produced (also the `--output-json` document).
+#[derive(Debug, Clone, Serialize)]
+pub struct CreateReport {
+    /// Bootstrap path.
+    pub bootstrap: PathBuf,
+    /// Blob ids, in blob-table order.
+    pub blobs: Vec<String>,
+    /// Blob file sizes.
+    pub blob_sizes: Vec<u64>,
+    /// Blob file paths.
+    pub blob_paths: Vec<PathBuf>,
+    /// RAFS version.
+    pub fs_version: u32,
+    /// Chunk compressor.
+    pub compressor: String,
+    /// Chunk digester.
+    pub digester: String,
+    /// Chunk size.
+    pub chunk_size: u32,
+    /// Names in the tree (incl. the root and every hard-link name).
+    pub inodes: u64,
+    /// Regular file inodes.
+    pub files: u64,
+    /// Chunks referenced.
+    pub chunks: u64,
+    /// Chunks deduplicated.
+    pub dedup_chunks: u64,
+    /// Plain file data bytes.
+    pub data_bytes: u64,
+    /// Bootstrap size.
+    pub bootstrap_size: u64,
+}
+
+fn check_dir(dir: &Path, what: &str) -> Result<()> {
+    match fs::metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(BuildError::Invalid(format!("{what} {}: not a directory", dir.display()))),
+        Err(e) => Err(BuildError::Invalid(format!("{what} {}: {e}; create it first", dir.display()))),
+    }
+}
+
+fn parent_of(p: &Path) -> PathBuf {
+    match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+fn is_fifo(p: &Path) -> bool {
+    fs::metadata(p).map(|m| m.file_type().is_fifo()).unwrap_or(false)
+}
+
+enum BlobOut {
+    Temp(tempfile::NamedTempFile, PathBuf),
+    Fifo(PathBuf),
+    None,
+}
+
+/// Build an image.
+pub fn create(opts: &CreateOptions, progress: &(dyn Fn(u64, u64, u64) + Sync)) -> Result<CreateReport> {
+    if opts.bootstrap.is_none() && opts.blob_dir.is_none() {
+        return Err(BuildError::Invalid("no bootstrap output: pass --bootstrap FILE (or --blob-dir DIR)".into()));
+    }
+    if let Some(id) = &opts.blob_id {
+        if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(BuildError::Invalid(format!("--blob-id {id:?}: must be 1..=64 printable ASCII characters")));
+        }
+    }
+    if let Some(b) = &opts.bootstrap {
+        check_dir(&parent_of(b), "bootstrap directory")?;
+    }
+    if let Some(d) = &opts.blob_dir {
+        check_dir(d, "blob directory")?;
+    }
+    if let Some(b) = &opts.blob {
+        check_dir(&parent_of(b), "blob directory")?;
+    }
+    let mut tree = walk(&opts.source, opts.whiteout)?;
+    tracing::info!(entries = tree.nodes.len(), files = tree.files, bytes = tree.data_bytes, "source tree walked");
+    let out = match (&opts.blob, &opts.blob_dir) {
+        (Some(b), _) if is_fifo(b) => BlobOut::Fifo(b.clone()),
+        (Some(b), _) => BlobOut::Temp(temp_in(&parent_of(b))?, b.clone()),
+        (None, Some(d)) => BlobOut::Temp(temp_in(d)?, d.clone()),
+        (None, None) if tree.data_bytes == 0 => BlobOut::None,
+        (None, None) => return Err(BuildError::Invalid("the source has file data but no blob output: pass --blob FILE or --blob-dir DIR".into())),
+    };
+    let total = tree.data_bytes;
+    let done = std::sync::atomic::AtomicU64::new(0);
+    let files = tree.files;
+    let tick = |n: u64| {
+        let d = done.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n;
+        progress(d, total, files);
+    };
+    let (blob, stats) = match &out {
+        BlobOut::Temp(t, _) => {
+            let f = t.reopen().map_err(|e| BuildError::io(t.path(), e))?;
+            write_chunks(&mut tree, &opts.chunk, BlobSink::new(f, t.path()), &tick)?
+        }
+        BlobOut::Fifo(p) => {
+            let f = OpenOptions::new().write(true).open(p).map_err(|e| BuildError::io(p, e))?;
+            write_chunks(&mut tree, &opts.chunk, BlobSink::new(f, p), &tick)?
+        }
+        BlobOut::None => (None, Default::default()),
+    };
+    let mut blobs = Vec::new();
+    let mut blob_file_id = None;
+    if let Some((mut spec, id)) = blob {
+        if let Some(o) = &opts.blob_id {
+            spec.blob_id = o.clone();
+        }
+        blob_file_id = Some(id);
+        blobs.push(spec);
+    }
+    let spec = ImageSpec {
+        chunk_size: opts.chunk.chunk_size,
+        compressor: opts.chunk.compressor,
+        digester: opts.chunk.digester,
+        nodes: std::mem::take(&mut tree.nodes),
+        blobs: blobs.clone(),
+        prefetch: Vec::new(),
+    };
+    let inodes = spec.nodes.len() as u64;
+    let boot = write_bootstrap(&spec).map_err(|e| BuildError::Invalid(format!("cannot write bootstrap: {e}")))?;
+    let boot_path = match &opts.bootstrap {
+        Some(p) => p.clone(),
+        None => opts.blob_dir.as_ref().expect("checked").join(hex::encode(Sha256::digest(&boot))),
+    };
+    let mut boot_tmp = temp_in(&parent_of(&boot_path))?;
+    boot_tmp.write_all(&boot).map_err(|e| BuildError::io(boot_tmp.path(), e))?;
+    boot_tmp.as_file().sync_all().map_err(|e| BuildError::io(boot_tmp.path(), e))?;
+    let mut blob_paths = Vec::new();
+    match out {
+        BlobOut::Temp(t, dest) => {
+            if let Some(b) = blobs.first() {
+                let dest = if opts.blob.is_some() { dest } else { dest.join(&b.blob_id) };
+                t.as_file().sync_all().map_err(|e| BuildError::io(t.path(), e))?;
+                publish(t, &dest)?;
+                blob_paths.push(dest);
+            }
+        }
+        BlobOut::Fifo(p) => blob_paths.push(p),
+        BlobOut::None => {}
+    }
+    publish(boot_tmp, &boot_path)?;
+    let _ = blob_file_id;
+    Ok(CreateReport {
+        bootstrap: boot_path,
+        blobs: blobs.iter().map(|b| b.blob_id.clone()).collect(),
+        blob_sizes: blobs.iter().map(|b| b.compressed_size).collect(),
+        blob_paths,
+        fs_version: 6,
+        compressor: opts.chunk.compressor.name().into(),
+        digester: opts.chunk.digester.name().into(),
+        chunk_size: opts.chunk.chunk_size,
+        inodes,
+        files,
+        chunks: stats.chunks,
+        dedup_chunks: stats.dedup_chunks,
+        data_bytes: stats.data_bytes,
+        bootstrap_size: boot.len() as u64,
+    })
+}
+
+/// Give a finished temporary file its final name and ordinary permissions
+/// (0644: images are meant to be shared).
+pub fn publish(t: tempfile::NamedTempFile, dest: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    t.as_file().set_permissions(fs::Permissions::from_mode(0o644)).map_err(|e| BuildError::io(t.path(), e))?;
+    t.persist(dest).map_err(|e| BuildError::io(dest, e.error))?;
+    Ok(())
+}
+
+fn temp_in(dir: &Path) -> Result<tempfile::NamedTempFile> {
+    tempfile::Builder::new().prefix(".nydus-tmp-").tempfile_in(dir).map_err(|e| BuildError::io(dir, e))
+}
+
+/// Open an existing file for reading, naming it in errors.
+pub fn open_file(p: &Path) -> Result<File> {
+    File::open(p).map_err(|e| BuildError::io(p, e))
+}
