@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Build everything and run all tests: Rust unit and robustness tests, then the
+# end-to-end suite (real builds, unpack round trips, kernel EROFS mounts).
+# Needs root for the fixture (mknod, chown, trusted.* xattrs) and loop mounts.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tools/deps.sh
+cargo build --release --workspace --locked
+cargo test --release --workspace --locked
+python3 -m pytest tests/e2e -q -p no:cacheprovider
