@@ -124,10 +124,10 @@ pub type Progress<'a> = &'a (dyn Fn(u64) + Sync);
 pub fn write_chunks(
     tree: &mut SourceTree,
     opts: &ChunkOptions,
-    mut sink: BlobSink,
+    sink: BlobSink,
     progress: Progress,
 ) -> Result<(Option<(BlobSpec, String)>, ChunkStats)> {
-    let tokens = ((16u64 << 20) / opts.chunk_size as u64).clamp(4, 1024) as usize;
+    let tokens = ((8u64 << 20) / opts.chunk_size as u64).clamp(4, 1024) as usize;
     let files: Vec<(usize, PathBuf, u64)> = tree
         .nodes
         .iter()
@@ -138,27 +138,36 @@ pub fn write_chunks(
     let (job_tx, job_rx) = bounded::<Job>(tokens);
     let (done_tx, done_rx) = unbounded::<Result<Done>>();
     let (tok_tx, tok_rx) = bounded::<()>(tokens);
+    let (out_tx, out_rx) = bounded::<(Arc<Vec<u8>>, bool)>(tokens);
+    // Recycled plain-data buffers; bounded so that spare buffers are dropped.
+    let (pool_tx, pool_rx) = bounded::<Vec<u8>>(tokens);
     for _ in 0..tokens {
         tok_tx.send(()).expect("capacity");
     }
     let mut stats = ChunkStats::default();
     let mut locs: Vec<ChunkLocation> = Vec::new();
-    let outcome = std::thread::scope(|s| -> Result<()> {
+    let (outcome, sink) = std::thread::scope(|s| {
         {
             let done_tx = done_tx.clone();
             let chunk_size = opts.chunk_size;
-            s.spawn(move || read_files(&files, chunk_size, job_tx, tok_rx, done_tx));
+            let pool_rx = pool_rx.clone();
+            let reader = FileReader { chunk_size, jobs: job_tx, tokens: tok_rx, pool: pool_rx, seq: 0 };
+            s.spawn(move || read_files(&files, reader, done_tx));
         }
         for _ in 0..opts.threads.max(1) {
-            let (job_rx, done_tx) = (job_rx.clone(), done_tx.clone());
+            let (job_rx, done_tx, pool_tx) = (job_rx.clone(), done_tx.clone(), pool_tx.clone());
             let (compressor, digester) = (opts.compressor, opts.digester);
-            s.spawn(move || work(job_rx, done_tx, compressor, digester));
+            s.spawn(move || work(job_rx, done_tx, pool_tx, compressor, digester));
         }
+        let writer = s.spawn(move || write_loop(sink, out_rx, pool_tx));
         drop(done_tx);
         drop(job_rx);
-        collect(tree, done_rx, tok_tx, &mut sink, &mut locs, &mut stats, progress)
+        let outcome = collect(tree, done_rx, tok_tx, out_tx, &mut locs, &mut stats, progress);
+        let sink = writer.join().expect("blob writer thread panicked");
+        (outcome, sink)
     });
     outcome?;
+    let mut sink = sink?;
     if locs.is_empty() {
         return Ok((None, stats));
     }
@@ -187,11 +196,25 @@ pub fn write_chunks(
     Ok((Some((spec, blob_id)), stats))
 }
 
+/// Append stored chunks to the blob (and its running SHA-256) off the
+/// collector's thread; hand plain buffers back to the reader's pool.
+fn write_loop(mut sink: BlobSink, rx: Receiver<(Arc<Vec<u8>>, bool)>, pool: Sender<Vec<u8>>) -> Result<BlobSink> {
+    for (payload, compressed) in rx {
+        sink.write(&payload)?;
+        if !compressed {
+            if let Ok(buf) = Arc::try_unwrap(payload) {
+                let _ = pool.try_send(buf);
+            }
+        }
+    }
+    Ok(sink)
+}
+
 fn collect(
     tree: &mut SourceTree,
     done_rx: Receiver<Result<Done>>,
     tok_tx: Sender<()>,
-    sink: &mut BlobSink,
+    out: Sender<(Arc<Vec<u8>>, bool)>,
     locs: &mut Vec<ChunkLocation>,
     stats: &mut ChunkStats,
     progress: Progress,
@@ -200,6 +223,7 @@ fn collect(
     let mut next = 0u64;
     let mut seen: HashMap<Digest, ChunkSpec> = HashMap::new();
     let mut uoff = 0u64;
+    let mut coff = 0u64;
     for msg in done_rx {
         let d = msg?;
         pending.insert(d.seq, d);
@@ -218,14 +242,17 @@ fn collect(
                         return Err(BuildError::Invalid("more than 2^24 distinct chunks in one blob; use a larger --chunk-size".into()));
                     }
                     let loc = ChunkLocation {
-                        compressed_offset: sink.len(),
+                        compressed_offset: coff,
                         compressed_size: d.payload.len() as u32,
                         uncompressed_offset: uoff,
                         uncompressed_size: d.len,
                     };
                     // v1 ci entries encode "compressed" as size inequality; an
                     // output of equal size was already rejected by the encoder.
-                    sink.write(&d.payload)?;
+                    coff += d.payload.len() as u64;
+                    if out.send((d.payload.clone(), d.compressed)).is_err() {
+                        break; // the writer failed; its error is reported
+                    }
                     uoff += (d.len as u64).div_ceil(4096) * 4096;
                     let mut fl = if d.compressed { flags::CHUNK_COMPRESSED } else { 0 };
                     if d.crc != 0 {
@@ -255,7 +282,7 @@ fn collect(
     Ok(())
 }
 
-fn work(jobs: Receiver<Job>, done: Sender<Result<Done>>, compressor: Compressor, digester: Digester) {
+fn work(jobs: Receiver<Job>, done: Sender<Result<Done>>, pool: Sender<Vec<u8>>, compressor: Compressor, digester: Digester) {
     let mut enc = match ChunkEncoder::new(compressor) {
         Ok(e) => e,
         Err(e) => {
@@ -263,17 +290,17 @@ fn work(jobs: Receiver<Job>, done: Sender<Result<Done>>, compressor: Compressor,
             return;
         }
     };
-    let mut holes: HashMap<u32, (Digest, u32, Arc<Vec<u8>>, bool)> = HashMap::new();
+    let mut holes: HashMap<u32, Encoded> = HashMap::new();
     for job in jobs {
         let len = match &job.piece {
             Piece::Data(d) => d.len() as u32,
             Piece::Hole(l) => *l,
         };
         let r = match job.piece {
-            Piece::Data(data) => encode(&mut enc, digester, data),
+            Piece::Data(data) => encode(&mut enc, digester, data, Some(&pool)),
             Piece::Hole(len) => match holes.get(&len) {
                 Some(h) => Ok(h.clone()),
-                None => encode(&mut enc, digester, vec![0u8; len as usize]).inspect(|h| {
+                None => encode(&mut enc, digester, vec![0u8; len as usize], None).inspect(|h| {
                     holes.insert(len, h.clone());
                 }),
             },
@@ -296,66 +323,95 @@ fn work(jobs: Receiver<Job>, done: Sender<Result<Done>>, compressor: Compressor,
 
 type Encoded = (Digest, u32, Arc<Vec<u8>>, bool);
 
-fn encode(enc: &mut ChunkEncoder, digester: Digester, data: Vec<u8>) -> Result<Encoded> {
+fn encode(enc: &mut ChunkEncoder, digester: Digester, data: Vec<u8>, pool: Option<&Sender<Vec<u8>>>) -> Result<Encoded> {
     let digest = digester.digest(&data);
     let crc = crc32c(&data);
     match enc.compress(&data).map_err(|e| BuildError::Invalid(e.to_string()))? {
-        Some(z) => Ok((digest, crc, Arc::new(z), true)),
+        Some(z) => {
+            if let Some(p) = pool {
+                let _ = p.try_send(data);
+            }
+            Ok((digest, crc, Arc::new(z), true))
+        }
         None => Ok((digest, crc, Arc::new(data), false)),
     }
 }
 
-fn read_files(files: &[(usize, PathBuf, u64)], chunk_size: u32, jobs: Sender<Job>, tokens: Receiver<()>, errs: Sender<Result<Done>>) {
-    let mut seq = 0u64;
+/// The reading end of the pipeline: turns files into chunk jobs.
+struct FileReader {
+    chunk_size: u32,
+    jobs: Sender<Job>,
+    tokens: Receiver<()>,
+    pool: Receiver<Vec<u8>>,
+    seq: u64,
+}
+
+fn read_files(files: &[(usize, PathBuf, u64)], mut r: FileReader, errs: Sender<Result<Done>>) {
     for (node, path, size) in files {
-        if let Err(e) = read_file(*node, path, *size, chunk_size, &jobs, &tokens, &mut seq) {
-            let _ = errs.send(Err(e));
-            return;
+        match r.read_file(*node, path, *size) {
+            Ok(true) => {}
+            Ok(false) => return, // the collector stopped; it reports its own error
+            Err(e) => {
+                let _ = errs.send(Err(e));
+                return;
+            }
         }
     }
 }
 
-fn read_file(node: usize, path: &Path, size: u64, chunk_size: u32, jobs: &Sender<Job>, tokens: &Receiver<()>, seq: &mut u64) -> Result<()> {
-    let mut f = File::open(path).map_err(|e| BuildError::io(path, e))?;
-    let md = f.metadata().map_err(|e| BuildError::io(path, e))?;
-    if md.len() != size {
-        return Err(BuildError::io(path, std::io::Error::other("file changed during the build (size differs)")));
-    }
-    let sparse = md.blocks() * 512 < size;
-    let mut off = 0u64;
-    while off < size {
-        let len = (size - off).min(chunk_size as u64) as u32;
-        if tokens.recv().is_err() {
-            return Ok(()); // collector gave up; it reports its own error
+impl FileReader {
+    /// Queue every chunk of one file; `Ok(false)` if the pipeline shut down.
+    fn read_file(&mut self, node: usize, path: &Path, size: u64) -> Result<bool> {
+        let mut f = File::open(path).map_err(|e| BuildError::io(path, e))?;
+        let md = f.metadata().map_err(|e| BuildError::io(path, e))?;
+        if md.len() != size {
+            return Err(BuildError::io(path, std::io::Error::other("file changed during the build (size differs)")));
         }
-        let piece = if sparse && is_hole(&f, off, len as u64) {
-            Piece::Hole(len)
-        } else {
-            let mut buf = vec![0u8; len as usize];
-            if sparse {
-                use std::os::unix::fs::FileExt;
-                f.read_exact_at(&mut buf, off)
-            } else {
-                f.read_exact(&mut buf)
+        let sparse = md.blocks() * 512 < size;
+        let mut off = 0u64;
+        while off < size {
+            let len = (size - off).min(self.chunk_size as u64) as u32;
+            if self.tokens.recv().is_err() {
+                return Ok(false);
             }
-            .map_err(|e| {
-                let e = if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                    std::io::Error::other("file shrank during the build")
-                } else {
-                    e
-                };
-                BuildError::io(path, e)
-            })?;
-            Piece::Data(buf)
-        };
-        let job = Job { seq: *seq, node, file_offset: off, piece };
-        if jobs.send(job).is_err() {
-            return Ok(());
+            let piece = if sparse && is_hole(&f, off, len as u64) {
+                Piece::Hole(len)
+            } else {
+                Piece::Data(self.read_piece(&mut f, path, sparse, off, len)?)
+            };
+            if self.jobs.send(Job { seq: self.seq, node, file_offset: off, piece }).is_err() {
+                return Ok(false);
+            }
+            self.seq += 1;
+            off += len as u64;
         }
-        *seq += 1;
-        off += len as u64;
+        Ok(true)
     }
-    Ok(())
+
+    fn read_piece(&mut self, f: &mut File, path: &Path, sparse: bool, off: u64, len: u32) -> Result<Vec<u8>> {
+        // Reuse a buffer from the pool: no fresh allocation or zeroing per chunk.
+        let mut buf = self.pool.try_recv().unwrap_or_default();
+        if buf.len() >= len as usize {
+            buf.truncate(len as usize);
+        } else {
+            buf.resize(len as usize, 0);
+        }
+        let res = if sparse {
+            use std::os::unix::fs::FileExt;
+            f.read_exact_at(&mut buf, off)
+        } else {
+            f.read_exact(&mut buf)
+        };
+        res.map_err(|e| {
+            let e = if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                std::io::Error::other("file shrank during the build")
+            } else {
+                e
+            };
+            BuildError::io(path, e)
+        })?;
+        Ok(buf)
+    }
 }
 
 /// Whether `[off, off+len)` of `f` holds no data (lies in a hole).

@@ -167,7 +167,6 @@ pub fn create(opts: &CreateOptions, progress: &(dyn Fn(u64, u64, u64) + Sync)) -
         BlobOut::Temp(t, dest) => {
             if let Some(b) = blobs.first() {
                 let dest = if opts.blob.is_some() { dest } else { dest.join(&b.blob_id) };
-                t.as_file().sync_all().map_err(|e| BuildError::io(t.path(), e))?;
                 publish(t, &dest)?;
                 blob_paths.push(dest);
             }

@@ -65,7 +65,6 @@ pub fn export_block(bootstrap: &Path, blob_dir: Option<&Path>, blob: Option<&Pat
         }
     }
     f.set_len(end).map_err(werr)?;
-    f.sync_all().map_err(werr)?;
     crate::create::publish(tmp, output)?;
     Ok(ExportReport { output: output.into(), size: end, blobs: boot.blobs.len() })
 }

@@ -187,7 +187,7 @@ pub fn unpack(bootstrap: &Path, blob: Option<&Path>, blob_dir: Option<&Path>, ou
     }
     walked.map_err(|e| BuildError::format(bootstrap, e))?;
     let w = tar.into_inner().map_err(|e| BuildError::io(output, e))?;
-    w.into_inner().map_err(|e| BuildError::io(output, e.into_error()))?.sync_all().map_err(|e| BuildError::io(output, e))?;
+    w.into_inner().map_err(|e| BuildError::io(output, e.into_error()))?;
     crate::create::publish(tmp, output)?;
     Ok(rep)
 }

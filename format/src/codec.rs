@@ -191,6 +191,43 @@ pub fn crc32c(data: &[u8]) -> u32 {
     crc32c::crc32c(data)
 }
 
+/// A reusable chunk compressor: keeps codec state between calls, which
+/// matters for zstd (context set-up costs more than a small chunk).
+pub struct ChunkEncoder {
+    algo: Compressor,
+    zstd: Option<zstd::bulk::Compressor<'static>>,
+}
+
+impl ChunkEncoder {
+    /// Create an encoder for `algo`.
+    pub fn new(algo: Compressor) -> Result<Self> {
+        let zstd = match algo {
+            Compressor::Zstd => Some(zstd::bulk::Compressor::new(3).map_err(|e| FormatError::Codec {
+                algo: "zstd",
+                op: "compression",
+                reason: e.to_string(),
+            })?),
+            _ => None,
+        };
+        Ok(Self { algo, zstd })
+    }
+
+    /// Compress `data`; `None` when the output would not be strictly smaller.
+    pub fn compress(&mut self, data: &[u8]) -> Result<Option<Vec<u8>>> {
+        match (&mut self.zstd, self.algo) {
+            (Some(z), _) => {
+                let out = z.compress(data).map_err(|e| FormatError::Codec {
+                    algo: "zstd",
+                    op: "compression",
+                    reason: e.to_string(),
+                })?;
+                Ok((out.len() < data.len()).then_some(out))
+            }
+            (None, algo) => algo.compress(data),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,42 +270,5 @@ mod tests {
             "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"
         );
         assert_eq!(crc32c(b"123456789"), 0xe306_9283);
-    }
-}
-
-/// A reusable chunk compressor: keeps codec state between calls, which
-/// matters for zstd (context set-up costs more than a small chunk).
-pub struct ChunkEncoder {
-    algo: Compressor,
-    zstd: Option<zstd::bulk::Compressor<'static>>,
-}
-
-impl ChunkEncoder {
-    /// Create an encoder for `algo`.
-    pub fn new(algo: Compressor) -> Result<Self> {
-        let zstd = match algo {
-            Compressor::Zstd => Some(zstd::bulk::Compressor::new(3).map_err(|e| FormatError::Codec {
-                algo: "zstd",
-                op: "compression",
-                reason: e.to_string(),
-            })?),
-            _ => None,
-        };
-        Ok(Self { algo, zstd })
-    }
-
-    /// Compress `data`; `None` when the output would not be strictly smaller.
-    pub fn compress(&mut self, data: &[u8]) -> Result<Option<Vec<u8>>> {
-        match (&mut self.zstd, self.algo) {
-            (Some(z), _) => {
-                let out = z.compress(data).map_err(|e| FormatError::Codec {
-                    algo: "zstd",
-                    op: "compression",
-                    reason: e.to_string(),
-                })?;
-                Ok((out.len() < data.len()).then_some(out))
-            }
-            (None, algo) => algo.compress(data),
-        }
     }
 }

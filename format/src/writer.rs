@@ -351,7 +351,7 @@ pub fn write_bootstrap(spec: &ImageSpec) -> Result<Vec<u8>> {
         }
     }
     let mut records: Vec<ChunkSpec> = records.into_values().collect();
-    records.sort_by(|a, b| (a.digest, a.blob_index, a.ci_index).cmp(&(b.digest, b.blob_index, b.ci_index)));
+    records.sort_by_key(|r| (r.digest, r.blob_index, r.ci_index));
     let chunk_table_offset = round_up(data_cur, bs);
     let chunk_table_size = 80 * records.len() as u64;
     let total = round_up(chunk_table_offset + chunk_table_size, bs).max(bs);
