@@ -90,8 +90,8 @@ enum BlobOut {
     None,
 }
 
-/// Build an image.
-pub fn create(opts: &CreateOptions, progress: &(dyn Fn(u64, u64, u64) + Sync)) -> Result<CreateReport> {
+/// Build an image into temporary files next to their destinations.
+pub fn create(opts: &CreateOptions, progress: &(dyn Fn(u64, u64, u64) + Sync)) -> Result<Staged> {
     if opts.bootstrap.is_none() && opts.blob_dir.is_none() {
         return Err(BuildError::Invalid("no bootstrap output: pass --bootstrap FILE (or --blob-dir DIR)".into()));
     }
@@ -102,6 +102,9 @@ pub fn create(opts: &CreateOptions, progress: &(dyn Fn(u64, u64, u64) + Sync)) -
     }
     if let Some(b) = &opts.bootstrap {
         check_dir(&parent_of(b), "bootstrap directory")?;
+        if b.is_dir() {
+            return Err(BuildError::Invalid(format!("bootstrap {}: is a directory; give a file name", b.display())));
+        }
     }
     if let Some(d) = &opts.blob_dir {
         check_dir(d, "blob directory")?;
@@ -163,21 +166,24 @@ pub fn create(opts: &CreateOptions, progress: &(dyn Fn(u64, u64, u64) + Sync)) -
     boot_tmp.write_all(&boot).map_err(|e| BuildError::io(boot_tmp.path(), e))?;
     boot_tmp.as_file().sync_all().map_err(|e| BuildError::io(boot_tmp.path(), e))?;
     let mut blob_paths = Vec::new();
-    match out {
-        BlobOut::Temp(t, dest) => {
-            if let Some(b) = blobs.first() {
+    let blob_tmp = match out {
+        BlobOut::Temp(t, dest) => match blobs.first() {
+            Some(b) => {
                 let dest = if opts.blob.is_some() { dest } else { dest.join(&b.blob_id) };
-                publish(t, &dest)?;
-                blob_paths.push(dest);
+                blob_paths.push(dest.clone());
+                Some((t, dest))
             }
+            None => None, // no data: the empty temporary file is removed on drop
+        },
+        BlobOut::Fifo(p) => {
+            blob_paths.push(p);
+            None
         }
-        BlobOut::Fifo(p) => blob_paths.push(p),
-        BlobOut::None => {}
-    }
-    publish(boot_tmp, &boot_path)?;
+        BlobOut::None => None,
+    };
     let _ = blob_file_id;
-    Ok(CreateReport {
-        bootstrap: boot_path,
+    let report = CreateReport {
+        bootstrap: boot_path.clone(),
         blobs: blobs.iter().map(|b| b.blob_id.clone()).collect(),
         blob_sizes: blobs.iter().map(|b| b.compressed_size).collect(),
         blob_paths,
@@ -191,7 +197,40 @@ pub fn create(opts: &CreateOptions, progress: &(dyn Fn(u64, u64, u64) + Sync)) -
         dedup_chunks: stats.dedup_chunks,
         data_bytes: stats.data_bytes,
         bootstrap_size: boot.len() as u64,
-    })
+    };
+    Ok(Staged { report, blob: blob_tmp, boot: (boot_tmp, boot_path) })
+}
+
+/// A finished build whose outputs still sit in temporary files. Dropping it
+/// removes them; [`Staged::publish`] gives them their final names.
+pub struct Staged {
+    /// What was built.
+    pub report: CreateReport,
+    blob: Option<(tempfile::NamedTempFile, PathBuf)>,
+    boot: (tempfile::NamedTempFile, PathBuf),
+}
+
+impl Staged {
+    /// Rename the blob, then the bootstrap, into place. If the bootstrap
+    /// cannot be placed, a blob placed by this call is removed again.
+    pub fn publish(self) -> Result<CreateReport> {
+        let mut placed_blob = None;
+        if let Some((t, dest)) = self.blob {
+            let existed = dest.exists();
+            publish(t, &dest)?;
+            if !existed {
+                placed_blob = Some(dest);
+            }
+        }
+        let (t, dest) = self.boot;
+        if let Err(e) = publish(t, &dest) {
+            if let Some(b) = placed_blob {
+                let _ = fs::remove_file(b);
+            }
+            return Err(e);
+        }
+        Ok(self.report)
+    }
 }
 
 /// Give a finished temporary file its final name and ordinary permissions
@@ -203,8 +242,20 @@ pub fn publish(t: tempfile::NamedTempFile, dest: &Path) -> Result<()> {
     Ok(())
 }
 
-fn temp_in(dir: &Path) -> Result<tempfile::NamedTempFile> {
-    tempfile::Builder::new().prefix(".nydus-tmp-").tempfile_in(dir).map_err(|e| BuildError::io(dir, e))
+/// A temporary file in `dir`, removed unless published. Errors name `dir`
+/// and the OS cause, not the random temporary name.
+pub fn temp_in(dir: &Path) -> Result<tempfile::NamedTempFile> {
+    tempfile::Builder::new().prefix(".nydus-tmp-").tempfile_in(dir).map_err(|e| {
+        let os = e.raw_os_error().or_else(|| {
+            let inner = e.get_ref()?;
+            inner.source()?.downcast_ref::<std::io::Error>()?.raw_os_error()
+        });
+        let e = match os {
+            Some(code) => std::io::Error::from_raw_os_error(code),
+            None => std::io::Error::from(e.kind()),
+        };
+        BuildError::io(dir, e)
+    })
 }
 
 /// Open an existing file for reading, naming it in errors.

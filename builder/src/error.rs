@@ -8,22 +8,20 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum BuildError {
     /// An I/O error on a named path.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {cause}", path.display())]
     Io {
         /// The file or directory.
         path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
+        /// The OS error (part of the message, so not chained again).
+        cause: std::io::Error,
     },
     /// The bootstrap or a blob is malformed.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {cause}", path.display())]
     Format {
         /// The image file.
         path: PathBuf,
-        /// What is wrong.
-        #[source]
-        source: nydus_format::FormatError,
+        /// What is wrong (part of the message, so not chained again).
+        cause: nydus_format::FormatError,
     },
     /// A source tree entry cannot be represented in RAFS.
     #[error("{}: {reason}", path.display())]
@@ -51,12 +49,18 @@ pub enum BuildError {
 impl BuildError {
     /// Wrap an io::Error with the path it concerns.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Self::Io { path: path.into(), source }
+        // Some wrappers (tempfile) repeat the path in their message: keep
+        // only the OS error, the path is shown once by this variant.
+        let source = match source.raw_os_error() {
+            Some(code) => std::io::Error::from_raw_os_error(code),
+            None => source,
+        };
+        Self::Io { path: path.into(), cause: source }
     }
 
     /// Wrap a format error with the image path.
     pub fn format(path: impl Into<PathBuf>, source: nydus_format::FormatError) -> Self {
-        Self::Format { path: path.into(), source }
+        Self::Format { path: path.into(), cause: source }
     }
 }
 

@@ -48,7 +48,7 @@ pub fn export_block(bootstrap: &Path, blob_dir: Option<&Path>, blob: Option<&Pat
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let tmp = tempfile::Builder::new().prefix(".nydus-tmp-").tempfile_in(&dir).map_err(|e| BuildError::io(&dir, e))?;
+    let tmp = crate::create::temp_in(&dir)?;
     let f: &File = tmp.as_file();
     let werr = |e| BuildError::io(output, e);
     f.write_all_at(boot.bytes(), 0).map_err(werr)?;

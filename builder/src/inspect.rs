@@ -74,7 +74,7 @@ fn blob_reports<B: AsRef<[u8]>>(boot: &Bootstrap<B>) -> Vec<BlobReport> {
 pub fn inode_line(path: &[u8], ino: &Inode) -> String {
     format!(
         "nid {:>8} ino {:>7} mode {:>7o} nlink {:>3} uid {:>6} gid {:>6} size {:>12} mtime {}.{:09} {}",
-        ino.nid, ino.ino, ino.mode, ino.nlink, ino.uid, ino.gid, ino.size, ino.mtime, ino.mtime_nsec, show(path)
+        ino.nid, ino.ino, ino.mode, ino.nlink, ino.uid, ino.gid, ino.size, ino.mtime as i64, ino.mtime_nsec, show(path)
     )
 }
 
@@ -86,6 +86,7 @@ fn err(nid: u64, reason: String) -> FormatError {
 /// and verify every chunk of every blob.
 pub fn check<B: AsRef<[u8]>>(path: &Path, boot: &Bootstrap<B>, blobs: Option<&BlobSet>, mut each: impl FnMut(&[u8], &Inode)) -> Result<CheckReport> {
     let mut names = 0u64;
+    // Names and link counts of every non-directory inode (any of them may be hard-linked).
     let mut reg_names: HashMap<u64, u32> = HashMap::new();
     let mut reg_nlink: HashMap<u64, u32> = HashMap::new();
     let mut subdirs: HashMap<u64, u32> = HashMap::new();
@@ -110,6 +111,8 @@ pub fn check<B: AsRef<[u8]>>(path: &Path, boot: &Bootstrap<B>, blobs: Option<&Bl
                 subdirs.insert(ino.nid, n as u32);
             }
             ifmt::S_IFLNK => {
+                *reg_names.entry(ino.nid).or_default() += 1;
+                reg_nlink.insert(ino.nid, ino.nlink);
                 boot.readlink(ino)?;
             }
             ifmt::S_IFREG => {
@@ -126,7 +129,10 @@ pub fn check<B: AsRef<[u8]>>(path: &Path, boot: &Bootstrap<B>, blobs: Option<&Bl
                     }
                 }
             }
-            _ => {}
+            _ => {
+                *reg_names.entry(ino.nid).or_default() += 1;
+                reg_nlink.insert(ino.nid, ino.nlink);
+            }
         }
         Ok(())
     })
@@ -327,7 +333,7 @@ impl<B: AsRef<[u8]>> Inspector<B> {
                 let xattrs: Vec<Value> = x.iter().map(|(k, v)| json!({"name": show(k), "size": v.len()})).collect();
                 let mut v = json!({
                     "path": p, "nid": i.nid, "ino": i.ino, "type": type_name(i.mode), "mode": format!("{:o}", i.mode),
-                    "nlink": i.nlink, "uid": i.uid, "gid": i.gid, "size": i.size, "mtime": i.mtime, "mtime_nsec": i.mtime_nsec,
+                    "nlink": i.nlink, "uid": i.uid, "gid": i.gid, "size": i.size, "mtime": i.mtime as i64, "mtime_nsec": i.mtime_nsec,
                     "inode_format": if i.compact {"compact"} else {"extended"}, "layout": i.layout, "xattrs": xattrs,
                 });
                 if i.is_symlink() {

@@ -77,15 +77,13 @@ fn node_from(path: &Path, name: &[u8], parent: usize, skipped: &mut u64) -> Resu
         mode,
         uid: md.uid(),
         gid: md.gid(),
-        mtime: md.mtime().max(0) as u64,
+        // Stored as two's complement: the kernel reads i_mtime as signed, so
+        // times before 1970 survive.
+        mtime: md.mtime() as u64,
         mtime_nsec: md.mtime_nsec().clamp(0, 999_999_999) as u32,
         size: 0,
         ..Default::default()
     };
-    if md.mtime() < 0 {
-        tracing::warn!(path = %path.display(), "negative mtime clamped to 0");
-        n.mtime_nsec = 0;
-    }
     match mode & libc_ifmt::S_IFMT {
         libc_ifmt::S_IFREG => n.size = md.size(),
         libc_ifmt::S_IFLNK => {
@@ -145,19 +143,19 @@ pub fn walk(root: &Path, whiteout: WhiteoutSpec) -> Result<SourceTree> {
             let (mut n, md) = node_from(&path, &name, d, &mut skipped)?;
             let idx = t.nodes.len();
             n.ino = idx as u32 + 1;
-            if md.is_file() {
-                if md.nlink() > 1 {
-                    if let Some(&first) = links.get(&(md.dev(), md.ino())) {
-                        n.link_to = Some(first);
-                        n.ino = t.nodes[first].ino;
-                    } else {
-                        links.insert((md.dev(), md.ino()), idx);
-                    }
+            // Every non-directory can be hard-linked (files, symlinks, devices,
+            // fifos, sockets): all its names share one inode, as in the source.
+            if !md.is_dir() && md.nlink() > 1 {
+                if let Some(&first) = links.get(&(md.dev(), md.ino())) {
+                    n.link_to = Some(first);
+                    n.ino = t.nodes[first].ino;
+                } else {
+                    links.insert((md.dev(), md.ino()), idx);
                 }
-                if n.link_to.is_none() {
-                    t.data_bytes += n.size;
-                    t.files += 1;
-                }
+            }
+            if md.is_file() && n.link_to.is_none() {
+                t.data_bytes += n.size;
+                t.files += 1;
             }
             if md.is_dir() {
                 subdirs.push(idx);

@@ -81,8 +81,9 @@ fn pax_records(ino: &Inode, xattrs: &[(Vec<u8>, Vec<u8>)], path: &[u8], link: Op
             v.push(("linkpath".into(), l.to_vec()));
         }
     }
-    if ino.mtime_nsec != 0 {
-        v.push(("mtime".into(), format!("{}.{:09}", ino.mtime, ino.mtime_nsec).into_bytes()));
+    let secs = ino.mtime as i64;
+    if ino.mtime_nsec != 0 || secs < 0 {
+        v.push(("mtime".into(), pax_time(secs, ino.mtime_nsec).into_bytes()));
     }
     if ino.uid > 0o7777777 {
         v.push(("uid".into(), ino.uid.to_string().into_bytes()));
@@ -99,6 +100,13 @@ fn pax_records(ino: &Inode, xattrs: &[(Vec<u8>, Vec<u8>)], path: &[u8], link: Op
     v
 }
 
+/// A PAX time value for `secs` + `nsec` nanoseconds (`secs` may be negative).
+fn pax_time(secs: i64, nsec: u32) -> String {
+    let total = secs as i128 * 1_000_000_000 + nsec as i128;
+    let (sign, abs) = if total < 0 { ("-", -total) } else { ("", total) };
+    format!("{sign}{}.{:09}", abs / 1_000_000_000, abs % 1_000_000_000)
+}
+
 fn short(p: &[u8]) -> &[u8] {
     &p[..p.len().min(99)]
 }
@@ -111,7 +119,7 @@ pub fn unpack(bootstrap: &Path, blob: Option<&Path>, blob_dir: Option<&Path>, ou
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let tmp = tempfile::Builder::new().prefix(".nydus-tmp-").tempfile_in(&dir).map_err(|e| BuildError::io(&dir, e))?;
+    let tmp = crate::create::temp_in(&dir)?;
     let file = tmp.reopen().map_err(|e| BuildError::io(tmp.path(), e))?;
     let mut tar = tar::Builder::new(BufWriter::with_capacity(1 << 20, file));
     let err = RefCell::new(None);
@@ -125,7 +133,7 @@ pub fn unpack(bootstrap: &Path, blob: Option<&Path>, blob_dir: Option<&Path>, ou
         h.set_mode(ino.mode & 0o7777);
         h.set_uid(ino.uid.min(0o7777777) as u64);
         h.set_gid(ino.gid.min(0o7777777) as u64);
-        h.set_mtime(ino.mtime.min(0o77777777777));
+        h.set_mtime(if (ino.mtime as i64) < 0 { 0 } else { ino.mtime.min(0o77777777777) });
         h.set_size(0);
         let kind = ino.kind();
         if kind == ifmt::S_IFSOCK {
@@ -134,7 +142,7 @@ pub fn unpack(bootstrap: &Path, blob: Option<&Path>, blob_dir: Option<&Path>, ou
             return Ok(());
         }
         let mut link: Option<Vec<u8>> = None;
-        if kind == ifmt::S_IFREG && ino.nlink > 1 {
+        if kind != ifmt::S_IFDIR && ino.nlink > 1 {
             if let Some(first) = first_name.get(&ino.nid) {
                 link = Some(first.clone());
             } else {

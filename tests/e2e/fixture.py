@@ -400,7 +400,8 @@ def make_mini_fixture(root: Path, seed: int = 7) -> Path:
         g.setx("data/text", "user.k", b"v")
         g.setx("data/text", "trusted.t", b"\x00\x01")
         g.setx("data/multi", "security.capability", CAPABILITY_V2)
-        os.chown(g.write("data/owned", b"o", 0o4755), 70000, 70000)
+        os.chown(g.write("data/owned", b"o"), 70000, 70000)
+        os.chmod(g.p("data/owned"), 0o4755)          # after chown, which clears setuid
         os.link(g.p("data/multi"), g.p("hardlink"))
         g.symlink("link", "data/text")
         g.symlink("dangling", "x" * 300)

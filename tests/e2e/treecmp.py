@@ -23,7 +23,8 @@ and inherit its metadata.
 
 CLI:  python3 treecmp.py A B [--ignore-sockets] [--ignore-root-mtime]
                              [--no-content] [--no-nlink] [--ignore-xattrs]
-      A and B are each a directory or a tar file; exits 1 on any difference.
+      A and B are each a directory or a tar file; exits 1 on any difference,
+      2 if a tree cannot be read.
 """
 
 from __future__ import annotations
@@ -237,6 +238,8 @@ def load_tar(path, content: bool = True) -> Tree:
 
 def load(path, content: bool = True) -> Tree:
     """A directory, or anything tarfile can read."""
+    if not os.path.lexists(path):
+        raise FileNotFoundError(f"{path}: no such file or directory")
     if os.path.isdir(path):
         return load_dir(path, content=content)
     return load_tar(path, content=content)
@@ -250,8 +253,8 @@ def _fmt_val(key: str, v) -> str:
     if key == "mode" and isinstance(v, int):
         return "0o%04o" % v
     if key == "mtime_ns" and isinstance(v, int):
-        s, ns = divmod(v, 10**9)
-        return f"{s}.{ns:09d}"
+        s, ns = divmod(abs(v), 10**9)
+        return f"{'-' if v < 0 else ''}{s}.{ns:09d}"
     if isinstance(v, bytes):
         return repr(v if len(v) <= 64 else v[:64] + b"...")
     if isinstance(v, str) and len(v) > 120:
@@ -264,12 +267,13 @@ FIELDS = ("type", "mode", "uid", "gid", "mtime_ns", "size", "sha256", "target", 
 
 def compare(a: Tree, b: Tree, *, ignore_sockets: bool = False,
             ignore_root_mtime: bool = False, content: bool = True,
-            nlink: bool = True, xattrs: bool = True,
+            nlink: bool = True, xattrs: bool = True, hardlinks: bool = True,
             ignore_fields: tuple = (), ignore_paths: tuple = ()) -> list[str]:
     """Return a list of human-readable differences (empty list == equal).
 
     ignore_sockets: drop sockets from both sides (a tar cannot hold them).
     nlink: compare link counts where both sides know them (dir vs dir).
+    hardlinks: compare hard link groups.
     ignore_paths: relpaths (and everything under them) to leave out.
     """
     diffs: list[str] = []
@@ -331,6 +335,8 @@ def compare(a: Tree, b: Tree, *, ignore_sockets: bool = False,
                 out.add(g2)
         return out
 
+    if not hardlinks:
+        return diffs
     ga, gb = kept_groups(a.hardlinks), kept_groups(b.hardlinks)
     for g in sorted(ga - gb, key=sorted):
         others = sorted((sorted(h) for h in gb if h & g))
@@ -366,8 +372,12 @@ def main(argv=None) -> int:
     ap.add_argument("--no-nlink", action="store_true")
     ap.add_argument("--ignore-xattrs", action="store_true")
     args = ap.parse_args(argv)
-    ta = load(args.a, content=not args.no_content)
-    tb = load(args.b, content=not args.no_content)
+    try:
+        ta = load(args.a, content=not args.no_content)
+        tb = load(args.b, content=not args.no_content)
+    except (OSError, tarfile.TarError) as e:
+        print(f"treecmp: {e}", file=sys.stderr)
+        return 2
     diffs = compare(ta, tb, ignore_sockets=args.ignore_sockets,
                     ignore_root_mtime=args.ignore_root_mtime,
                     content=not args.no_content, nlink=not args.no_nlink,

@@ -88,8 +88,23 @@ fn run(cli: Cli) -> Result<()> {
                 bail!("--fs-version {}: only RAFS v6 images can be written", a.fs_version);
             }
             let bar = progress::Bar::bytes("building");
-            let report = create(&opts, &|done, total, files| bar.update(done, total, files)).with_context(|| format!("failed to build an image from {}", a.source.display()))?;
+            let staged = create(&opts, &|done, total, files| bar.update(done, total, files)).context("build failed")?;
             bar.finish();
+            if let Some(j) = &a.output_json {
+                if j.is_dir() {
+                    bail!("cannot write report {}: is a directory", j.display());
+                }
+            }
+            write_json(a.output_json.as_deref(), &staged.report)?;
+            let report = match staged.publish() {
+                Ok(r) => r,
+                Err(e) => {
+                    if let Some(j) = &a.output_json {
+                        let _ = std::fs::remove_file(j);
+                    }
+                    return Err(anyhow::Error::new(e).context("build failed"));
+                }
+            };
             tracing::info!(
                 bootstrap = %report.bootstrap.display(),
                 blobs = ?report.blobs,
@@ -98,7 +113,6 @@ fn run(cli: Cli) -> Result<()> {
                 dedup_chunks = report.dedup_chunks,
                 "image built"
             );
-            write_json(a.output_json.as_deref(), &report)?;
             Ok(())
         }
         Command::Check(a) => {
@@ -171,7 +185,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Unpack(a) => {
             let path = pick_bootstrap(a.bootstrap_pos, a.bootstrap)?;
             let rep = unpack::unpack(&path, a.blob.as_deref(), a.blob_dir.as_deref(), &a.output)
-                .with_context(|| format!("failed to unpack {}", path.display()))?;
+                .context("unpack failed")?;
             tracing::info!(entries = rep.entries, bytes = rep.bytes, skipped_sockets = rep.skipped_sockets, output = %a.output.display(), "unpacked");
             Ok(())
         }
@@ -187,7 +201,7 @@ fn run(cli: Cli) -> Result<()> {
             });
             let bar = progress::Bar::bytes("exporting");
             let rep = export::export_block(&path, a.blob_dir.as_deref(), a.blob.as_deref(), &output, &|d, t| bar.update(d, t, 0))
-                .with_context(|| format!("failed to export {}", path.display()))?;
+                .context("export failed")?;
             bar.finish();
             tracing::info!(output = %rep.output.display(), size = rep.size, blobs = rep.blobs, "block disk exported");
             Ok(())
