@@ -1,0 +1,343 @@
+//! Sections shared by both formats, and their resolution into settings.
+//!
+//! v1's `device.backend.config` (for `localfs`) and v2's `backend.localfs`
+//! have the same keys, as do v1's `device.cache.config` and v2's
+//! `cache.filecache`; upstream uses one struct for each, and so do we.
+
+use std::path::PathBuf;
+
+use nydus_storage::config::{BackendConfig, CacheConfig, CacheKind, LocalFsConfig, PrefetchConfig};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::parse::{join, ByteSize, Ctx};
+use super::ConfigError;
+
+/// Upstream's default for `amplify_io` / `rafs.batch_size` and for the
+/// prefetch batch size: 1 MiB.
+pub(super) const DEFAULT_BATCH_SIZE: u64 = 1 << 20;
+/// Upstream's largest accepted batch size (256 MiB).
+const MAX_BATCH_SIZE: u64 = 0x1000_0000;
+/// Upstream's default number of prefetch threads.
+pub(super) const DEFAULT_PREFETCH_THREADS: usize = 8;
+/// Upstream's largest accepted number of prefetch threads.
+const MAX_PREFETCH_THREADS: usize = 1024;
+
+/// Backends upstream has that we plan to add.
+const PLANNED_BACKENDS: &[&str] = &["registry", "oss", "s3", "http-proxy"];
+
+/// `localfs` backend settings (upstream `LocalFsConfig`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(expecting = "a section of localfs settings (`dir`, `blob_file`, `alt_dirs`)")]
+pub(super) struct LocalFsSection {
+    /// A single blob file, used for every blob id.
+    #[serde(default)]
+    blob_file: String,
+    /// Directory of blobs named by id.
+    #[serde(default)]
+    dir: String,
+    /// More directories searched after `dir`.
+    #[serde(default)]
+    alt_dirs: Vec<String>,
+    /// Old upstream access-log readahead; upstream ignores it now.
+    #[serde(default)]
+    readahead: bool,
+    /// Duration of the readahead log; ignored with `readahead`.
+    #[serde(rename = "readahead_sec", default)]
+    _readahead_sec: u64,
+}
+
+/// Checks a backend type and, for `localfs`, resolves its section.
+/// `type_key` is the key path of the type, `key` that of the section.
+pub(super) fn resolve_backend(
+    ctx: &mut Ctx,
+    kind: &str,
+    type_key: &str,
+    localfs: Option<LocalFsSection>,
+    key: &str,
+) -> Result<BackendConfig, ConfigError> {
+    match kind {
+        "localfs" => {}
+        k if PLANNED_BACKENDS.contains(&k) => {
+            return Err(ConfigError::UnsupportedBackend {
+                file: ctx.file.clone(),
+                key: type_key.to_string(),
+                kind: k.to_string(),
+            })
+        }
+        "localdisk" => {
+            return Err(ctx.unsupported(
+                type_key,
+                "backend type `localdisk`",
+                "use `localfs` and copy the blobs out of the disk partitions into a directory",
+            ))
+        }
+        other => {
+            return Err(ctx.invalid(
+                type_key,
+                format_args!(
+                    "unknown backend type `{other}`; use \"localfs\" (registry, oss, s3 and http-proxy are not supported yet)"
+                ),
+            ))
+        }
+    }
+    let Some(s) = localfs else {
+        return Err(ctx.invalid(
+            key,
+            "missing; the localfs backend needs this section with `dir` or `blob_file`",
+        ));
+    };
+    if s.dir.is_empty() && s.blob_file.is_empty() {
+        return Err(ctx.invalid(
+            key,
+            "localfs needs `dir` (the directory holding the blobs) or `blob_file` (a single blob); set one of them",
+        ));
+    }
+    if s.readahead {
+        ctx.warn(
+            &join(key, "readahead"),
+            "has no effect (upstream ignores it too); remove it",
+        );
+    }
+    let path = |p: String| (!p.is_empty()).then(|| PathBuf::from(p));
+    // Fields the storage crate adds later keep their defaults.
+    #[allow(clippy::needless_update)]
+    let config = LocalFsConfig {
+        dir: path(s.dir),
+        blob_file: path(s.blob_file),
+        alt_dirs: s.alt_dirs.into_iter().map(PathBuf::from).collect(),
+        ..Default::default()
+    };
+    Ok(BackendConfig::LocalFs(config))
+}
+
+/// `blobcache`/`filecache` settings (upstream `FileCacheConfig`), plus our
+/// `max_size`.
+#[derive(Debug, Deserialize)]
+#[serde(expecting = "a section of cache settings (`work_dir`, `max_size`, ...)")]
+pub(super) struct FileCacheSection {
+    /// Directory of cache files. Upstream defaults to "." (nydusd's current
+    /// directory); we require it.
+    #[serde(default)]
+    work_dir: Option<String>,
+    /// Deprecated upstream; our chunk map has no such choice.
+    #[serde(default)]
+    disable_indexed_map: bool,
+    #[serde(default)]
+    enable_encryption: bool,
+    #[serde(default)]
+    enable_convergent_encryption: bool,
+    /// Only used with encryption, which is refused.
+    #[serde(rename = "encryption_key", default)]
+    _encryption_key: String,
+    /// Our extension: bound on the cache directory's size.
+    #[serde(default)]
+    max_size: Option<ByteSize>,
+}
+
+/// What both formats say about the cache, before resolution.
+pub(super) struct CacheInput<'a> {
+    /// `type`, as written ("" when absent).
+    pub(super) kind: &'a str,
+    /// Key path of `type`.
+    pub(super) type_key: &'a str,
+    /// `compressed`, and its key path.
+    pub(super) compressed: (bool, &'a str),
+    /// The filecache section (already parsed), and its key path.
+    pub(super) filecache: Option<FileCacheSection>,
+    pub(super) filecache_key: &'a str,
+    /// Digest validation from any source (cache and fs levels).
+    pub(super) digest_validate: bool,
+    /// `amplify_io` / `rafs.batch_size`, and its key path.
+    pub(super) amplify_io: (u64, &'a str),
+}
+
+/// Resolves the cache type and its section into [`CacheConfig`].
+pub(super) fn resolve_cache(ctx: &mut Ctx, input: CacheInput) -> Result<CacheConfig, ConfigError> {
+    let (amplify_io, amplify_key) = input.amplify_io;
+    check_batch_size(ctx, amplify_io, amplify_key)?;
+    let (compressed, compressed_key) = input.compressed;
+    if compressed {
+        ctx.warn(
+            compressed_key,
+            "ignored: cached data is always stored uncompressed",
+        );
+    }
+    let base = CacheConfig {
+        digest_validate: input.digest_validate,
+        amplify_io,
+        ..Default::default()
+    };
+    match input.kind {
+        "" | "dummycache" => Ok(CacheConfig { kind: CacheKind::Dummy, ..base }),
+        "blobcache" | "filecache" => {
+            let Some(section) = input.filecache else {
+                return Err(ctx.invalid(
+                    input.filecache_key,
+                    format_args!(
+                        "missing; cache type `{}` needs it, with `work_dir` naming the cache directory",
+                        input.kind
+                    ),
+                ));
+            };
+            resolve_filecache(ctx, section, input.filecache_key, base)
+        }
+        "fscache" => Err(ctx.unsupported(
+            input.type_key,
+            "cache type `fscache`",
+            "it needs the kernel's cachefiles on-demand mode, which nydusd cannot use; use \"blobcache\"",
+        )),
+        other => Err(ctx.invalid(
+            input.type_key,
+            format_args!("unknown cache type `{other}`; use \"blobcache\" (or \"filecache\") or \"dummycache\""),
+        )),
+    }
+}
+
+fn resolve_filecache(
+    ctx: &mut Ctx,
+    s: FileCacheSection,
+    key: &str,
+    base: CacheConfig,
+) -> Result<CacheConfig, ConfigError> {
+    for (on, name) in [
+        (s.enable_encryption, "enable_encryption"),
+        (
+            s.enable_convergent_encryption,
+            "enable_convergent_encryption",
+        ),
+    ] {
+        if on {
+            return Err(ctx.unsupported(
+                &join(key, name),
+                "cache encryption",
+                "set it to false or remove it; keep the cache directory on an encrypted filesystem instead",
+            ));
+        }
+    }
+    if s.disable_indexed_map {
+        ctx.warn(
+            &join(key, "disable_indexed_map"),
+            "has no effect (deprecated upstream); remove it",
+        );
+    }
+    let work_dir = match s.work_dir {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => {
+            return Err(ctx.invalid(
+                &join(key, "work_dir"),
+                "required key is missing; set it to the cache directory, e.g. \"/var/lib/nydus/cache\" (upstream silently used nydusd's current directory)",
+            ))
+        }
+    };
+    let max_size = match s.max_size {
+        Some(ByteSize(0)) => {
+            return Err(ctx.invalid(
+                &join(key, "max_size"),
+                "0 would leave no room for any chunk; give a size such as \"10GiB\", or remove the key for an unbounded cache",
+            ))
+        }
+        other => other.map(|b| b.0),
+    };
+    Ok(CacheConfig {
+        kind: CacheKind::Blobcache,
+        work_dir,
+        max_size,
+        ..base
+    })
+}
+
+/// Prefetch settings from either format, before validation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct PrefetchInput {
+    pub(super) enable: bool,
+    pub(super) threads: usize,
+    pub(super) batch_size: u64,
+    pub(super) bandwidth: u64,
+    pub(super) prefetch_all: bool,
+    pub(super) stream_prefetch: bool,
+}
+
+/// Key names of a prefetch section, which differ between the formats.
+pub(super) struct PrefetchKeys<'a> {
+    pub(super) section: &'a str,
+    pub(super) threads: &'a str,
+    pub(super) batch_size: &'a str,
+}
+
+/// Validates prefetch settings as upstream does (limits apply only when
+/// prefetch is enabled) and resolves them.
+pub(super) fn resolve_prefetch(
+    ctx: &mut Ctx,
+    p: PrefetchInput,
+    keys: &PrefetchKeys,
+) -> Result<PrefetchConfig, ConfigError> {
+    if p.enable {
+        if p.threads == 0 || p.threads > MAX_PREFETCH_THREADS {
+            return Err(ctx.invalid(
+                &join(keys.section, keys.threads),
+                format_args!(
+                    "{} prefetch threads is out of range; use 1 to {MAX_PREFETCH_THREADS} (default {DEFAULT_PREFETCH_THREADS})",
+                    p.threads
+                ),
+            ));
+        }
+        check_batch_size(ctx, p.batch_size, &join(keys.section, keys.batch_size))?;
+    }
+    if p.stream_prefetch {
+        ctx.warn(
+            &join(keys.section, "stream_prefetch"),
+            "not supported (it only serves a Dragonfly proxy); chunks are prefetched as usual",
+        );
+    }
+    // Fields the storage crate adds later keep their defaults.
+    #[allow(clippy::needless_update)]
+    let config = PrefetchConfig {
+        enable: p.enable,
+        threads_count: p.threads,
+        merging_size: p.batch_size,
+        bandwidth_rate: p.bandwidth,
+        prefetch_all: p.prefetch_all,
+        ..Default::default()
+    };
+    Ok(config)
+}
+
+fn check_batch_size(ctx: &Ctx, size: u64, key: &str) -> Result<(), ConfigError> {
+    if size > MAX_BATCH_SIZE {
+        return Err(ctx.invalid(
+            key,
+            format_args!(
+                "{size} bytes is more than the largest batch, {MAX_BATCH_SIZE} (256 MiB); use a smaller value (default {DEFAULT_BATCH_SIZE})"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks `mode` ("direct" or "cached").
+pub(super) fn check_mode(ctx: &Ctx, mode: &str, key: &str) -> Result<(), ConfigError> {
+    match mode {
+        "direct" | "cached" => Ok(()),
+        other => Err(ctx.invalid(
+            key,
+            format_args!("unknown mode `{other}`; use \"direct\" or \"cached\""),
+        )),
+    }
+}
+
+/// Warns about upstream switches we accept but do not act on.
+pub(super) fn warn_unsupported_switches(ctx: &mut Ctx, switches: &[(bool, &str)]) {
+    for &(on, key) in switches {
+        if on {
+            ctx.warn(key, "not supported yet; ignored");
+        }
+    }
+}
+
+/// Warns when external backends are listed: images here never refer to them.
+pub(super) fn warn_external_backends(ctx: &mut Ctx, list: &[Value], key: &str) {
+    if !list.is_empty() {
+        ctx.warn(key, "external backends are not supported; ignored");
+    }
+}

@@ -1,0 +1,340 @@
+//! The FUSE face of [`Rafs`]: `fuse_backend_rs::api::filesystem::FileSystem`.
+//!
+//! Every method turns the request into a [`Rafs`] call; errors become errno
+//! through [`FsError::errno`], and faults (damaged image or chunk data) are
+//! logged once per inode. Mutations answer EROFS.
+
+use std::ffi::CStr;
+use std::fs::File;
+use std::io;
+use std::mem::ManuallyDrop;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fuse_backend_rs::abi::fuse_abi::{stat64, statvfs64, CreateIn};
+use fuse_backend_rs::api::filesystem::{
+    Context, DirEntry, Entry, FileSystem, FsOptions, GetxattrReply, ListxattrReply, OpenOptions, SetattrValid,
+    ZeroCopyReader, ZeroCopyWriter,
+};
+use nydus_storage::ChunkSink;
+
+use crate::error::{FsError, Result};
+use crate::rafs::Rafs;
+
+/// A [`Rafs`] served over FUSE (or virtiofs).
+pub struct RafsFs {
+    rafs: Arc<Rafs>,
+}
+
+impl RafsFs {
+    /// Wrap a filesystem.
+    pub fn new(rafs: Arc<Rafs>) -> Self {
+        Self { rafs }
+    }
+
+    /// The filesystem.
+    pub fn rafs(&self) -> &Arc<Rafs> {
+        &self.rafs
+    }
+
+    fn fail(&self, ino: u64, op: &str, e: FsError) -> io::Error {
+        if e.is_fault() {
+            self.rafs.log_fault(ino, op, &e);
+        } else {
+            tracing::trace!(ino, op, error = %e, "request failed");
+        }
+        io::Error::from_raw_os_error(e.errno())
+    }
+
+    fn entry(&self, ino: u64, i: &nydus_format::reader::Inode) -> Entry {
+        let cfg = self.rafs.config();
+        Entry {
+            inode: ino,
+            generation: 0,
+            attr: self.rafs.attr(ino, i),
+            attr_flags: 0,
+            attr_timeout: cfg.attr_timeout,
+            entry_timeout: cfg.entry_timeout,
+        }
+    }
+}
+
+/// Feeds chunk data into the FUSE reply buffer.
+struct ReplySink<'a> {
+    w: &'a mut dyn ZeroCopyWriter,
+}
+
+impl ChunkSink for ReplySink<'_> {
+    fn write_from_file(&mut self, file: &File, offset: u64, len: usize) -> io::Result<usize> {
+        // SAFETY: the descriptor stays open for this call because `file` is
+        // borrowed for it; ManuallyDrop keeps the temporary File from closing it.
+        let mut f = ManuallyDrop::new(unsafe { File::from_raw_fd(file.as_raw_fd()) });
+        let mut done = 0;
+        while done < len {
+            let n = self.w.write_from(&mut *f, len - done, offset + done as u64)?;
+            if n == 0 {
+                break;
+            }
+            done += n;
+        }
+        Ok(done)
+    }
+
+    fn write_bytes(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.w.write_all(data)?;
+        Ok(data.len())
+    }
+}
+
+fn erofs<T>() -> io::Result<T> {
+    Err(io::Error::from_raw_os_error(libc::EROFS))
+}
+
+impl FileSystem for RafsFs {
+    type Inode = u64;
+    type Handle = u64;
+
+    fn init(&self, capable: FsOptions) -> io::Result<FsOptions> {
+        let want = FsOptions::ASYNC_READ
+            | FsOptions::PARALLEL_DIROPS
+            | FsOptions::BIG_WRITES
+            | FsOptions::DO_READDIRPLUS
+            | FsOptions::READDIRPLUS_AUTO
+            | FsOptions::CACHE_SYMLINKS
+            | FsOptions::MAX_PAGES
+            | FsOptions::EXPORT_SUPPORT;
+        Ok(capable & want)
+    }
+
+    fn lookup(&self, _ctx: &Context, parent: u64, name: &CStr) -> io::Result<Entry> {
+        match self.rafs.lookup(parent, name.to_bytes()) {
+            Ok((ino, i)) => Ok(self.entry(ino, &i)),
+            Err(FsError::NotFound) => {
+                // A negative entry the kernel may cache: the image never changes.
+                let mut e = self.entry(0, &dummy_inode());
+                e.inode = 0;
+                Ok(e)
+            }
+            Err(e) => Err(self.fail(parent, "lookup", e)),
+        }
+    }
+
+    fn forget(&self, _ctx: &Context, _inode: u64, _count: u64) {}
+
+    fn batch_forget(&self, _ctx: &Context, _requests: Vec<(u64, u64)>) {}
+
+    fn getattr(&self, _ctx: &Context, inode: u64, _handle: Option<u64>) -> io::Result<(stat64, Duration)> {
+        let i = self.rafs.inode(inode).map_err(|e| self.fail(inode, "getattr", e))?;
+        Ok((self.rafs.attr(inode, &i), self.rafs.config().attr_timeout))
+    }
+
+    fn setattr(&self, _: &Context, _: u64, _: stat64, _: Option<u64>, _: SetattrValid) -> io::Result<(stat64, Duration)> {
+        erofs()
+    }
+
+    fn readlink(&self, _ctx: &Context, inode: u64) -> io::Result<Vec<u8>> {
+        self.rafs.readlink(inode).map_err(|e| self.fail(inode, "readlink", e))
+    }
+
+    fn symlink(&self, _: &Context, _: &CStr, _: u64, _: &CStr) -> io::Result<Entry> {
+        erofs()
+    }
+
+    fn mknod(&self, _: &Context, _: u64, _: &CStr, _: u32, _: u32, _: u32) -> io::Result<Entry> {
+        erofs()
+    }
+
+    fn mkdir(&self, _: &Context, _: u64, _: &CStr, _: u32, _: u32) -> io::Result<Entry> {
+        erofs()
+    }
+
+    fn unlink(&self, _: &Context, _: u64, _: &CStr) -> io::Result<()> {
+        erofs()
+    }
+
+    fn rmdir(&self, _: &Context, _: u64, _: &CStr) -> io::Result<()> {
+        erofs()
+    }
+
+    fn rename(&self, _: &Context, _: u64, _: &CStr, _: u64, _: &CStr, _: u32) -> io::Result<()> {
+        erofs()
+    }
+
+    fn link(&self, _: &Context, _: u64, _: u64, _: &CStr) -> io::Result<Entry> {
+        erofs()
+    }
+
+    fn open(&self, _ctx: &Context, inode: u64, flags: u32, _fuse_flags: u32) -> io::Result<(Option<u64>, OpenOptions, Option<u32>)> {
+        let acc = flags as i32 & libc::O_ACCMODE;
+        if acc != libc::O_RDONLY || flags as i32 & libc::O_TRUNC != 0 {
+            return erofs();
+        }
+        let i = self.rafs.inode(inode).map_err(|e| self.fail(inode, "open", e))?;
+        if i.is_dir() {
+            return Err(io::Error::from_raw_os_error(libc::EISDIR));
+        }
+        let opts = if self.rafs.config().keep_cache { OpenOptions::KEEP_CACHE } else { OpenOptions::empty() };
+        Ok((None, opts, None))
+    }
+
+    fn create(&self, _: &Context, _: u64, _: &CStr, _: CreateIn) -> io::Result<(Entry, Option<u64>, OpenOptions, Option<u32>)> {
+        erofs()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn read(
+        &self,
+        _ctx: &Context,
+        inode: u64,
+        _handle: u64,
+        w: &mut dyn ZeroCopyWriter,
+        size: u32,
+        offset: u64,
+        _lock_owner: Option<u64>,
+        _flags: u32,
+    ) -> io::Result<usize> {
+        let mut sink = ReplySink { w };
+        self.rafs.read(inode, offset, size, &mut sink).map_err(|e| self.fail(inode, "read", e))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn write(
+        &self,
+        _: &Context,
+        _: u64,
+        _: u64,
+        _: &mut dyn ZeroCopyReader,
+        _: u32,
+        _: u64,
+        _: Option<u64>,
+        _: bool,
+        _: u32,
+        _: u32,
+    ) -> io::Result<usize> {
+        erofs()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn release(&self, _: &Context, _: u64, _: u32, _: u64, _: bool, _: bool, _: Option<u64>) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn statfs(&self, _ctx: &Context, _inode: u64) -> io::Result<statvfs64> {
+        Ok(self.rafs.statfs())
+    }
+
+    fn setxattr(&self, _: &Context, _: u64, _: &CStr, _: &[u8], _: u32) -> io::Result<()> {
+        erofs()
+    }
+
+    fn getxattr(&self, _ctx: &Context, inode: u64, name: &CStr, size: u32) -> io::Result<GetxattrReply> {
+        let v = self.rafs.getxattr(inode, name.to_bytes()).map_err(|e| self.fail(inode, "getxattr", e))?;
+        if size == 0 {
+            Ok(GetxattrReply::Count(v.len() as u32))
+        } else if v.len() > size as usize {
+            Err(io::Error::from_raw_os_error(libc::ERANGE))
+        } else {
+            Ok(GetxattrReply::Value(v))
+        }
+    }
+
+    fn listxattr(&self, _ctx: &Context, inode: u64, size: u32) -> io::Result<ListxattrReply> {
+        let v = self.rafs.listxattr(inode).map_err(|e| self.fail(inode, "listxattr", e))?;
+        if size == 0 {
+            Ok(ListxattrReply::Count(v.len() as u32))
+        } else if v.len() > size as usize {
+            Err(io::Error::from_raw_os_error(libc::ERANGE))
+        } else {
+            Ok(ListxattrReply::Names(v))
+        }
+    }
+
+    fn removexattr(&self, _: &Context, _: u64, _: &CStr) -> io::Result<()> {
+        erofs()
+    }
+
+    fn opendir(&self, _ctx: &Context, inode: u64, _flags: u32) -> io::Result<(Option<u64>, OpenOptions)> {
+        let i = self.rafs.inode(inode).map_err(|e| self.fail(inode, "opendir", e))?;
+        if !i.is_dir() {
+            return Err(io::Error::from_raw_os_error(libc::ENOTDIR));
+        }
+        Ok((None, OpenOptions::KEEP_CACHE | OpenOptions::CACHE_DIR))
+    }
+
+    fn readdir(
+        &self,
+        _ctx: &Context,
+        inode: u64,
+        _handle: u64,
+        _size: u32,
+        offset: u64,
+        add_entry: &mut dyn FnMut(DirEntry) -> io::Result<usize>,
+    ) -> io::Result<()> {
+        let entries = self.rafs.read_dir(inode).map_err(|e| self.fail(inode, "readdir", e))?;
+        for (k, e) in entries.iter().enumerate().skip(offset as usize) {
+            let d = DirEntry { ino: e.ino, offset: k as u64 + 1, type_: e.dtype, name: &e.name };
+            if add_entry(d)? == 0 {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn readdirplus(
+        &self,
+        _ctx: &Context,
+        inode: u64,
+        _handle: u64,
+        _size: u32,
+        offset: u64,
+        add_entry: &mut dyn FnMut(DirEntry, Entry) -> io::Result<usize>,
+    ) -> io::Result<()> {
+        let entries = self.rafs.read_dir(inode).map_err(|e| self.fail(inode, "readdirplus", e))?;
+        for (k, e) in entries.iter().enumerate().skip(offset as usize) {
+            let i = self.rafs.inode(e.ino).map_err(|err| self.fail(e.ino, "readdirplus", err))?;
+            let d = DirEntry { ino: e.ino, offset: k as u64 + 1, type_: e.dtype, name: &e.name };
+            if add_entry(d, self.entry(e.ino, &i))? == 0 {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn releasedir(&self, _: &Context, _: u64, _: u32, _: u64) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn access(&self, _ctx: &Context, inode: u64, mask: u32) -> io::Result<()> {
+        self.rafs.inode(inode).map_err(|e| self.fail(inode, "access", e))?;
+        if mask as i32 & libc::W_OK != 0 {
+            return erofs();
+        }
+        // Permission bits are enforced by the kernel (`default_permissions`).
+        Ok(())
+    }
+}
+
+fn dummy_inode() -> nydus_format::reader::Inode {
+    nydus_format::reader::Inode {
+        nid: 0,
+        offset: 0,
+        compact: true,
+        layout: 0,
+        mode: 0,
+        nlink: 1,
+        size: 0,
+        uid: 0,
+        gid: 0,
+        mtime: 0,
+        mtime_nsec: 0,
+        ino: 0,
+        i_u: 0,
+        xattr_size: 0,
+    }
+}
+
+/// Map a [`Result`] for callers outside the trait.
+pub fn errno_of<T>(r: &Result<T>) -> Option<i32> {
+    r.as_ref().err().map(FsError::errno)
+}

@@ -1,0 +1,19 @@
+//! # nydus-fs
+//!
+//! The RAFS filesystem. [`rafs::Rafs`] serves one image — names, attributes,
+//! xattrs and file data fetched chunk by chunk through `nydus-storage`'s blob
+//! cache — without knowing how requests arrive. [`fuse::RafsFs`] implements
+//! `fuse-backend-rs`'s `FileSystem` trait on top of it, which serves both
+//! `/dev/fuse` sessions and virtiofs queues. The image is read-only: every
+//! mutation answers EROFS.
+#![deny(missing_docs)]
+
+pub mod config;
+pub mod error;
+pub mod fuse;
+pub mod rafs;
+
+pub use config::FsConfig;
+pub use error::{FsError, Result};
+pub use fuse::RafsFs;
+pub use rafs::Rafs;

@@ -1,0 +1,105 @@
+//! Blob backends: where the compressed data blobs of an image live.
+//!
+//! A [`BlobBackend`] turns a blob id into a [`BlobReader`], which serves
+//! positional reads of that one blob. Backends know nothing about chunks,
+//! compression or caching: the cache layer ([`crate::cache`]) plans reads
+//! of whole chunk runs and calls [`read_full`], the one place where short
+//! reads are turned into errors.
+//!
+//! Only the local-filesystem backend exists today; remote backends
+//! (registry, S3, OSS) will be added as further [`crate::BackendConfig`]
+//! variants, each in its own module behind a cargo feature.
+
+mod localfs;
+
+use std::sync::Arc;
+
+pub use localfs::LocalFsBackend;
+
+use crate::config::BackendConfig;
+use crate::error::{Result, StorageError};
+
+/// One blob in a backend.
+///
+/// Implementations must be safe to call from many threads at once: reads are
+/// positional and share no seek position.
+pub trait BlobReader: Send + Sync {
+    /// Size of the blob in bytes.
+    fn blob_size(&self) -> Result<u64>;
+
+    /// Read up to `buf.len()` bytes at `offset`; returns the bytes read.
+    ///
+    /// A read that reaches the end of the blob returns fewer bytes (0 at or
+    /// past the end); it never blocks waiting for data to appear.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<usize>;
+}
+
+/// A store of blobs addressed by id.
+pub trait BlobBackend: Send + Sync {
+    /// Open blob `blob_id`; fails with [`StorageError::BlobNotFound`] when the
+    /// backend does not have it.
+    fn open_blob(&self, blob_id: &str) -> Result<Arc<dyn BlobReader>>;
+}
+
+/// Build the backend described by `cfg`.
+pub fn new_backend(cfg: &BackendConfig) -> Result<Arc<dyn BlobBackend>> {
+    match cfg {
+        BackendConfig::LocalFs(c) => Ok(Arc::new(LocalFsBackend::new(c.clone())?)),
+    }
+}
+
+/// Fill `buf` from `offset` of `reader`, looping over short reads; reaching
+/// the end of the blob first is [`StorageError::ShortRead`].
+pub fn read_full(
+    reader: &dyn BlobReader,
+    blob_id: &str,
+    buf: &mut [u8],
+    offset: u64,
+) -> Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        let n = reader.read_at(&mut buf[done..], offset + done as u64)?;
+        if n == 0 {
+            return Err(StorageError::ShortRead {
+                blob_id: blob_id.to_string(),
+                offset,
+                wanted: buf.len() as u64,
+                got: done as u64,
+            });
+        }
+        done += n;
+    }
+    Ok(())
+}
+
+/// Reject blob ids that are not plain file names: ids come from images, and
+/// both backends and the cache use them as file names.
+pub fn check_blob_id(blob_id: &str) -> Result<()> {
+    let bad = blob_id.is_empty()
+        || blob_id == "."
+        || blob_id == ".."
+        || blob_id.contains('/')
+        || blob_id.contains('\0')
+        || blob_id.len() > 255;
+    if bad {
+        return Err(StorageError::InvalidBlobId(blob_id.to_string()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blob_ids_must_be_file_names() {
+        for bad in ["", ".", "..", "a/b", "../x", "a\0b"] {
+            assert!(
+                matches!(check_blob_id(bad), Err(StorageError::InvalidBlobId(_))),
+                "{bad:?}"
+            );
+        }
+        check_blob_id("0123abcdef").unwrap();
+        check_blob_id("..hidden-but-fine").unwrap();
+    }
+}
