@@ -298,37 +298,58 @@ impl CachedBlob {
         max_run: u64,
     ) -> Result<()> {
         let _fg = (!background).then(|| self.shared.on_demand());
-        let is_wanted = |ci: &u32| wanted.binary_search(ci).is_ok();
         let mut first_err = None;
         for run in fetch::plan_runs(&self.locs, &claim.cis(), max_run) {
-            let buf = match self.read_run(&run, background) {
-                Ok(buf) => buf,
-                Err(e) => {
-                    self.log_failure(&run.cis, &e);
-                    run.cis
-                        .iter()
-                        .for_each(|&ci| claim.finish(ci, Err(e.to_string())));
-                    if run.cis.iter().any(is_wanted) {
-                        first_err.get_or_insert(e);
+            self.fetch_run(store, &mut claim, &run, wanted, background, &mut first_err);
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Fetch one planned run and finish its chunks. When a merged read
+    /// fails (say the blob was truncated behind a neighbour), each chunk is
+    /// read on its own, so the chunks that are still readable succeed.
+    fn fetch_run(
+        &self,
+        store: &BlobStore,
+        claim: &mut Claim<'_>,
+        run: &Run,
+        wanted: &[u32],
+        background: bool,
+        first_err: &mut Option<StorageError>,
+    ) {
+        let is_wanted = |ci: &u32| wanted.binary_search(ci).is_ok();
+        let buf = match self.read_run(run, background) {
+            Ok(buf) => buf,
+            Err(_) if run.cis.len() > 1 => {
+                for &ci in &run.cis {
+                    for single in fetch::plan_runs(&self.locs, &[ci], 0) {
+                        self.fetch_run(store, claim, &single, wanted, background, first_err);
                     }
-                    continue;
                 }
-            };
-            // Wanted chunks last: under a tight max_size the speculative
-            // neighbours are the ones evicted to make room.
-            let (want, extra): (Vec<u32>, Vec<u32>) = run.cis.iter().partition(|ci| is_wanted(ci));
-            for ci in extra.into_iter().chain(want) {
-                let res = self.store_chunk(store, ci, &run, &buf);
-                claim.finish(ci, res.as_ref().map(|_| ()).map_err(ToString::to_string));
-                if let Err(e) = res {
-                    self.log_failure(&[ci], &e);
-                    if is_wanted(&ci) {
-                        first_err.get_or_insert(e);
-                    }
+                return;
+            }
+            Err(e) => {
+                self.log_failure(&run.cis, &e);
+                run.cis.iter().for_each(|&ci| claim.finish(ci, Err(e.to_string())));
+                if run.cis.iter().any(is_wanted) {
+                    first_err.get_or_insert(e);
+                }
+                return;
+            }
+        };
+        // Wanted chunks last: under a tight max_size the speculative
+        // neighbours are the ones evicted to make room.
+        let (want, extra): (Vec<u32>, Vec<u32>) = run.cis.iter().partition(|ci| is_wanted(ci));
+        for ci in extra.into_iter().chain(want) {
+            let res = self.store_chunk(store, ci, run, &buf);
+            claim.finish(ci, res.as_ref().map(|_| ()).map_err(ToString::to_string));
+            if let Err(e) = res {
+                self.log_failure(&[ci], &e);
+                if is_wanted(&ci) {
+                    first_err.get_or_insert(e);
                 }
             }
         }
-        first_err.map_or(Ok(()), Err)
     }
 
     /// Read the stored bytes of `run` from the backend.
