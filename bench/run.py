@@ -240,6 +240,14 @@ def machine_info():
     return info
 
 
+def loadavg():
+    try:
+        with open("/proc/loadavg") as f:
+            return [float(x) for x in f.read().split()[:3]]
+    except (OSError, ValueError):
+        return None
+
+
 def tree_stats(root):
     s = {"entries": 0, "files": 0, "dirs": 0, "symlinks": 0, "other": 0,
          "file_bytes": 0, "unique_file_bytes": 0, "hardlinked_files": 0}
@@ -608,6 +616,12 @@ def main():
             warn(nydus_problem)
 
     log("")
+    load0 = loadavg()
+    if load0:
+        log("load average before measuring: %.2f %.2f %.2f" % tuple(load0))
+        if load0[0] > 0.5:
+            warn("the machine is busy (1-min load %.2f); wall times will be inflated and "
+                 "noisy. Rerun when it is idle for figures to compare." % load0[0])
     wt = warm_up(tree)
     log("page cache: warm. One untimed read of the whole tree (tar -cf - | cat) took "
         "%.1f s before measuring; caches are not dropped between runs, outputs go to "
@@ -640,6 +654,12 @@ def main():
     log("targets:")
     targets = evaluate_targets(results)
 
+    load1 = loadavg()
+    if load1:
+        log("")
+        log("load average after measuring: %.2f %.2f %.2f" % tuple(load1))
+    machine["loadavg_before"] = load0
+    machine["loadavg_after"] = load1
     doc = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine,
            "tree": dict(stats, path=tree, random_file=use_random), "versions": versions,
            "nydus_image": nydus_bin, "repeat": args.repeat,
