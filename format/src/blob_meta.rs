@@ -3,7 +3,7 @@
 
 use crate::codec::Compressor;
 use crate::error::{FormatError, Result};
-use crate::ondisk::{BlobMetaHeaderOnDisk, BLOB_META_MAGIC};
+use crate::ondisk::{BlobMetaHeaderOnDisk, BLOB_META_MAGIC, MAX_CHUNKS_PER_BLOB};
 use zerocopy::little_endian::{U32, U64};
 use zerocopy::{FromBytes, IntoBytes};
 
@@ -141,11 +141,12 @@ pub struct CiDescriptor {
 /// returns the chunk locations in ci order.
 pub fn decode_trailer(d: &CiDescriptor, bytes: &[u8]) -> Result<Vec<ChunkLocation>> {
     let err = |m: String| FormatError::BlobMeta(m);
-    let cs = d.ci_compressed_size as usize;
-    if bytes.len() != cs + 4096 {
-        return Err(err(format!("expected {} trailer bytes, got {}", cs + 4096, bytes.len())));
+    let want = d.ci_compressed_size.checked_add(4096);
+    if want != Some(bytes.len() as u64) {
+        return Err(err(format!("expected {} + 4096 trailer bytes, got {}", d.ci_compressed_size, bytes.len())));
     }
-    let h = BlobMetaHeaderOnDisk::read_from_bytes(&bytes[cs..]).expect("4096 bytes");
+    let (stored, header) = bytes.split_at(bytes.len() - 4096);
+    let h = BlobMetaHeaderOnDisk::read_from_bytes(header).expect("4096 bytes");
     if h.s_magic.get() != BLOB_META_MAGIC || h.s_magic2.get() != BLOB_META_MAGIC {
         return Err(err("bad blob meta header magic (blob truncated, corrupt or not this image's blob)".into()));
     }
@@ -158,12 +159,16 @@ pub fn decode_trailer(d: &CiDescriptor, bytes: &[u8]) -> Result<Vec<ChunkLocatio
     {
         return Err(err("blob meta header does not match the bootstrap's blob entry".into()));
     }
+    if d.chunk_count > MAX_CHUNKS_PER_BLOB + 1 {
+        return Err(err(format!("{} chunks exceed 2^24", d.chunk_count)));
+    }
     if d.ci_uncompressed_size != d.chunk_count as u64 * CI_V1_SIZE as u64 {
         return Err(err("ci size does not match chunk count (only v1 ci arrays are supported)".into()));
     }
     let comp = Compressor::from_id(d.ci_compressor)
         .ok_or_else(|| err(format!("unknown ci compressor {}", d.ci_compressor)))?;
-    let plain = comp.decompress(&bytes[..cs], d.ci_uncompressed_size as usize)?;
+    // At most 2^24 * 16 bytes (256 MiB), checked above.
+    let plain = comp.decompress(stored, d.ci_uncompressed_size as usize)?;
     let mut out = Vec::with_capacity(d.chunk_count as usize);
     let mut next_u = 0u64;
     for (i, e) in plain.chunks_exact(CI_V1_SIZE).enumerate() {
@@ -172,7 +177,7 @@ pub fn decode_trailer(d: &CiDescriptor, bytes: &[u8]) -> Result<Vec<ChunkLocatio
             return Err(err(format!("chunk {i}: uncompressed offsets are not contiguous")));
         }
         next_u = c.uncompressed_offset + (c.uncompressed_size as u64).div_ceil(4096) * 4096;
-        if next_u > d.uncompressed_size.div_ceil(4096) * 4096
+        if next_u / 4096 > d.uncompressed_size.div_ceil(4096)
             || c.compressed_offset + c.compressed_size as u64 > d.ci_offset
         {
             return Err(err(format!("chunk {i}: range lies outside the blob")));

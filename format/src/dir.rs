@@ -80,7 +80,7 @@ pub fn decode(nid: u64, data: &[u8]) -> Result<Vec<DirEntry>> {
         }
         let first = Dirent::read_from_bytes(&block[..12]).expect("12 bytes");
         let n0 = first.nameoff.get() as usize;
-        if n0 < 12 || n0 % 12 != 0 || n0 >= block.len() {
+        if n0 < 12 || !n0.is_multiple_of(12) || n0 >= block.len() {
             return Err(err(format!("block {bi}: first nameoff {n0} is invalid")));
         }
         let count = n0 / 12;

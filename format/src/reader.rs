@@ -278,7 +278,7 @@ impl<B: AsRef<[u8]>> Bootstrap<B> {
         if sb.feature_incompat.get() != INCOMPAT_RAFS_V6 {
             return Err(sb_err(format!("incompatible features {:#x} (expected 0xc)", sb.feature_incompat.get())));
         }
-        if size % BLOCK_SIZE != 0 || size < BLOCK_SIZE {
+        if !size.is_multiple_of(BLOCK_SIZE) || size < BLOCK_SIZE {
             return Err(sb_err(format!("image size {size} is not a positive multiple of 4096 (truncated?)")));
         }
         let meta_base = sb.meta_blkaddr.get() as u64 * BLOCK_SIZE;
@@ -314,14 +314,14 @@ impl<B: AsRef<[u8]>> Bootstrap<B> {
         }
         let bt_off = ext.s_blob_table_offset.get();
         let bt_size = ext.s_blob_table_size.get() as u64;
-        if bt_size != 256 * nblobs || bt_off % BLOCK_SIZE != 0 || bt_off < DEVT_OFFSET + 128 * nblobs {
+        if bt_size != 256 * nblobs || !bt_off.is_multiple_of(BLOCK_SIZE) || bt_off < DEVT_OFFSET + 128 * nblobs {
             return Err(sb_err("blob table size or position is inconsistent with the device count"));
         }
         let ct = (ext.s_chunk_table_offset.get(), ext.s_chunk_table_size.get());
         let pt = (ext.s_prefetch_table_offset.get(), ext.s_prefetch_table_size.get());
         check_table(size, bt_off, bt_size, "blob table")?;
         check_table(size, ct.0, ct.1, "chunk info table")?;
-        if ct.1 % 80 != 0 || (ct.1 > 0 && ct.0 % BLOCK_SIZE != 0) {
+        if !ct.1.is_multiple_of(80) || (ct.1 > 0 && !ct.0.is_multiple_of(BLOCK_SIZE)) {
             return Err(sb_err("chunk info table size is not a multiple of 80 or misaligned"));
         }
         if ct.1 > 0 && bt_size > 0 && overlaps(bt_off, bt_size, ct.0, ct.1) {
@@ -329,7 +329,7 @@ impl<B: AsRef<[u8]>> Bootstrap<B> {
         }
         if pt.1 > 0 {
             check_table(size, pt.0, pt.1 as u64, "prefetch table")?;
-            if pt.1 % 4 != 0 || overlaps(pt.0, pt.1 as u64, bt_off, bt_size) || overlaps(pt.0, pt.1 as u64, ct.0, ct.1) {
+            if !pt.1.is_multiple_of(4) || overlaps(pt.0, pt.1 as u64, bt_off, bt_size) || overlaps(pt.0, pt.1 as u64, ct.0, ct.1) {
                 return Err(sb_err("prefetch table is misaligned or overlaps another table"));
             }
         }
@@ -459,12 +459,7 @@ impl<B: AsRef<[u8]>> Bootstrap<B> {
         if size > data.len() as u64 {
             return Err(FormatError::Inode { nid: inode.nid, reason: format!("size {size} exceeds the image") });
         }
-        let (full, tail) = if inode.layout == LAYOUT_FLAT_INLINE {
-            let tail = if size % BLOCK_SIZE == 0 { BLOCK_SIZE.min(size) } else { size % BLOCK_SIZE };
-            (size - tail, tail)
-        } else {
-            (size, 0)
-        };
+        let (full, tail) = data_split(inode);
         let mut out = Vec::with_capacity(size as usize);
         if full > 0 {
             let start = inode.i_u as u64 * BLOCK_SIZE;
@@ -605,8 +600,9 @@ impl<B: AsRef<[u8]>> Bootstrap<B> {
     }
 
     /// Walk the tree depth-first in name order, calling `f(path, entry, inode)`
-    /// for every name (the root has path `/` and a `.` entry). Directory cycles
-    /// and directories reached twice are reported as errors.
+    /// for every name (the root has path `/` and a `.` entry). Directory cycles,
+    /// directories reached twice and directories sharing data blocks are
+    /// reported as errors, so the work done is linear in the image size.
     pub fn walk(&self, mut f: impl FnMut(&[u8], &DirEntry, &Inode) -> Result<()>) -> Result<()> {
         let root = self.inode(self.sb.root_nid)?;
         if !root.is_dir() {
@@ -615,9 +611,16 @@ impl<B: AsRef<[u8]>> Bootstrap<B> {
         let root_entry = DirEntry { name: b".".to_vec(), nid: root.nid, file_type: file_type::DIR };
         f(b"/", &root_entry, &root)?;
         let mut seen_dirs = HashSet::from([root.nid]);
+        let mut dir_blocks = HashSet::new();
         let mut stack: Vec<(Vec<u8>, Inode)> = vec![(Vec::new(), root)];
         while let Some((path, dir)) = stack.pop() {
             let entries = self.read_dir(&dir)?;
+            let first = dir.i_u as u64;
+            for b in first..first + data_split(&dir).0.div_ceil(BLOCK_SIZE) {
+                if !dir_blocks.insert(b) {
+                    return Err(FormatError::Directory { nid: dir.nid, reason: format!("data block {b} is shared with another directory") });
+                }
+            }
             let mut subdirs = Vec::new();
             for e in entries {
                 if e.name == b"." || e.name == b".." {
@@ -641,6 +644,18 @@ impl<B: AsRef<[u8]>> Bootstrap<B> {
             stack.extend(subdirs.into_iter().rev());
         }
         Ok(())
+    }
+}
+
+/// Bytes of `inode`'s data stored in whole blocks at `i_u` and inline after
+/// the inode (directories and symlinks).
+fn data_split(inode: &Inode) -> (u64, u64) {
+    let size = inode.size;
+    if inode.layout == LAYOUT_FLAT_INLINE {
+        let tail = if size.is_multiple_of(BLOCK_SIZE) { BLOCK_SIZE.min(size) } else { size % BLOCK_SIZE };
+        (size - tail, tail)
+    } else {
+        (size, 0)
     }
 }
 
