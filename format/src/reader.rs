@@ -514,13 +514,23 @@ impl<B: AsRef<[u8]>> Bootstrap<B> {
 
     /// Chunk references of a regular file, one per filesystem chunk.
     pub fn chunks(&self, inode: &Inode) -> Result<Vec<ChunkIndex>> {
+        self.chunk_range(inode, 0, u64::MAX)
+    }
+
+    /// Chunk references `first .. first + count` of a regular file (clamped
+    /// to the file's chunk count), so a read decodes only what it needs.
+    pub fn chunk_range(&self, inode: &Inode, first: u64, count: u64) -> Result<Vec<ChunkIndex>> {
         let err = |reason: String| FormatError::Inode { nid: inode.nid, reason };
         if !inode.is_reg() {
             return Err(err("not a regular file".into()));
         }
-        let count = inode.size.div_ceil(self.sb.chunk_size as u64);
+        let total = inode.size.div_ceil(self.sb.chunk_size as u64);
+        let first = first.min(total);
+        let count = count.min(total - first);
         let base = (inode.offset + inode.inode_size() + inode.xattr_size).div_ceil(8) * 8;
-        let raw = slice_at(self.bytes(), base, count.checked_mul(8).ok_or_else(|| err("size overflows".into()))?, "chunk index array")?;
+        // The whole array must lie inside the image, even if only part is read.
+        slice_at(self.bytes(), base, total.checked_mul(8).ok_or_else(|| err("size overflows".into()))?, "chunk index array")?;
+        let raw = slice_at(self.bytes(), base + first * 8, count * 8, "chunk index array")?;
         let mut out = Vec::with_capacity(count as usize);
         for e in raw.chunks_exact(8) {
             let c = ChunkIndexOnDisk::read_from_bytes(e).expect("8 bytes");

@@ -228,10 +228,10 @@ impl Rafs {
         let end = i.size.min(offset + size as u64);
         let cs = self.boot.sb.chunk_size as u64;
         let (first, last) = (offset / cs, (end - 1) / cs);
-        let chunks = self.boot.chunks(&i)?;
-        let wanted = chunks.get(first as usize..=last as usize).ok_or_else(|| {
-            FsError::Format(nydus_format::FormatError::Inode { nid: i.nid, reason: "chunk array shorter than the file".into() })
-        })?;
+        let wanted = self.boot.chunk_range(&i, first, last - first + 1)?;
+        if wanted.len() as u64 != last - first + 1 {
+            return Err(FsError::Format(nydus_format::FormatError::Inode { nid: i.nid, reason: "chunk array shorter than the file".into() }));
+        }
         // Fetch everything the request needs first, so missing neighbours
         // are merged into as few backend reads as possible.
         if wanted.len() > 1 {
