@@ -28,7 +28,7 @@ use nydus_format::{Compressor, Digest, Digester};
 use sha2::{Digest as _, Sha256};
 
 use crate::error::{BuildError, Result};
-use crate::tree::SourceTree;
+use crate::tree::Tree;
 
 /// Chunking options.
 #[derive(Debug, Clone, Copy)]
@@ -119,22 +119,28 @@ struct Done {
 /// Progress callback: called with plain bytes processed.
 pub type Progress<'a> = &'a (dyn Fn(u64) + Sync);
 
-/// Chunk every regular file of `tree` into `sink` (blob index 0), filling in
-/// the nodes' chunk lists. Returns `None` when there was no file data.
+/// Chunks that already exist (in a parent image's blobs): new data with one
+/// of these digests is referenced, not stored again.
+#[derive(Debug, Clone, Default)]
+pub struct Dedup {
+    /// Known chunks by digest.
+    pub known: HashMap<Digest, ChunkSpec>,
+    /// Blob index the new blob will get in the image's blob table.
+    pub blob_index: u32,
+}
+
+/// Chunk every regular file of `tree` that still has a source into `sink`
+/// (blob `dedup.blob_index`), filling in the inodes' chunk lists. Returns
+/// `None` when no new chunk was stored.
 pub fn write_chunks(
-    tree: &mut SourceTree,
+    tree: &mut Tree,
+    dedup: &Dedup,
     opts: &ChunkOptions,
     sink: BlobSink,
     progress: Progress,
 ) -> Result<(Option<(BlobSpec, String)>, ChunkStats)> {
     let tokens = ((8u64 << 20) / opts.chunk_size as u64).clamp(4, 1024) as usize;
-    let files: Vec<(usize, PathBuf, u64)> = tree
-        .nodes
-        .iter()
-        .enumerate()
-        .filter(|(_, n)| n.link_to.is_none() && n.mode & libc::S_IFMT == libc::S_IFREG && n.size > 0)
-        .map(|(i, n)| (i, tree.paths[i].clone(), n.size))
-        .collect();
+    let files: Vec<(usize, PathBuf, u64)> = tree.data_files().into_iter().map(|f| (f.inode, f.path, f.size)).collect();
     let (job_tx, job_rx) = bounded::<Job>(tokens);
     let (done_tx, done_rx) = unbounded::<Result<Done>>();
     let (tok_tx, tok_rx) = bounded::<()>(tokens);
@@ -162,7 +168,8 @@ pub fn write_chunks(
         let writer = s.spawn(move || write_loop(sink, out_rx, pool_tx));
         drop(done_tx);
         drop(job_rx);
-        let outcome = collect(tree, done_rx, tok_tx, out_tx, &mut locs, &mut stats, progress);
+        let collector = Collector { tree, dedup, locs: &mut locs, stats: &mut stats };
+        let outcome = collector.run(done_rx, tok_tx, out_tx, progress);
         let sink = writer.join().expect("blob writer thread panicked");
         (outcome, sink)
     });
@@ -210,76 +217,81 @@ fn write_loop(mut sink: BlobSink, rx: Receiver<(Arc<Vec<u8>>, bool)>, pool: Send
     Ok(sink)
 }
 
-fn collect(
-    tree: &mut SourceTree,
-    done_rx: Receiver<Result<Done>>,
-    tok_tx: Sender<()>,
-    out: Sender<(Arc<Vec<u8>>, bool)>,
-    locs: &mut Vec<ChunkLocation>,
-    stats: &mut ChunkStats,
-    progress: Progress,
-) -> Result<()> {
-    let mut pending: BTreeMap<u64, Done> = BTreeMap::new();
-    let mut next = 0u64;
-    let mut seen: HashMap<Digest, ChunkSpec> = HashMap::new();
-    let mut uoff = 0u64;
-    let mut coff = 0u64;
-    for msg in done_rx {
-        let d = msg?;
-        pending.insert(d.seq, d);
-        while let Some(d) = pending.remove(&next) {
-            next += 1;
-            let _ = tok_tx.send(());
-            stats.chunks += 1;
-            stats.data_bytes += d.len as u64;
-            let chunk = match seen.get(&d.digest) {
-                Some(c) if c.uncompressed_size == d.len => {
-                    stats.dedup_chunks += 1;
-                    ChunkSpec { file_offset: d.file_offset, ..*c }
-                }
-                _ => {
-                    if locs.len() as u32 > nydus_format::ondisk::MAX_CHUNKS_PER_BLOB {
-                        return Err(BuildError::Invalid("more than 2^24 distinct chunks in one blob; use a larger --chunk-size".into()));
+/// The collecting end of the pipeline: puts chunks back in order,
+/// deduplicates them (also against [`Dedup::known`]) and gives stored ones
+/// their place in the blob.
+struct Collector<'a> {
+    tree: &'a mut Tree,
+    dedup: &'a Dedup,
+    locs: &'a mut Vec<ChunkLocation>,
+    stats: &'a mut ChunkStats,
+}
+
+impl Collector<'_> {
+    fn run(self, done_rx: Receiver<Result<Done>>, tok_tx: Sender<()>, out: Sender<(Arc<Vec<u8>>, bool)>, progress: Progress) -> Result<()> {
+        let Collector { tree, dedup, locs, stats } = self;
+        let mut pending: BTreeMap<u64, Done> = BTreeMap::new();
+        let mut next = 0u64;
+        let mut seen: HashMap<Digest, ChunkSpec> = dedup.known.clone();
+        let mut uoff = 0u64;
+        let mut coff = 0u64;
+        for msg in done_rx {
+            let d = msg?;
+            pending.insert(d.seq, d);
+            while let Some(d) = pending.remove(&next) {
+                next += 1;
+                let _ = tok_tx.send(());
+                stats.chunks += 1;
+                stats.data_bytes += d.len as u64;
+                let chunk = match seen.get(&d.digest) {
+                    Some(c) if c.uncompressed_size == d.len => {
+                        stats.dedup_chunks += 1;
+                        ChunkSpec { file_offset: d.file_offset, ..*c }
                     }
-                    let loc = ChunkLocation {
-                        compressed_offset: coff,
-                        compressed_size: d.payload.len() as u32,
-                        uncompressed_offset: uoff,
-                        uncompressed_size: d.len,
-                    };
-                    // v1 ci entries encode "compressed" as size inequality; an
-                    // output of equal size was already rejected by the encoder.
-                    coff += d.payload.len() as u64;
-                    if out.send((d.payload.clone(), d.compressed)).is_err() {
-                        break; // the writer failed; its error is reported
+                    _ => {
+                        if locs.len() as u32 > nydus_format::ondisk::MAX_CHUNKS_PER_BLOB {
+                            return Err(BuildError::Invalid("more than 2^24 distinct chunks in one blob; use a larger --chunk-size".into()));
+                        }
+                        let loc = ChunkLocation {
+                            compressed_offset: coff,
+                            compressed_size: d.payload.len() as u32,
+                            uncompressed_offset: uoff,
+                            uncompressed_size: d.len,
+                        };
+                        // v1 ci entries encode "compressed" as size inequality; an
+                        // output of equal size was already rejected by the encoder.
+                        coff += d.payload.len() as u64;
+                        if out.send((d.payload.clone(), d.compressed)).is_err() {
+                            break; // the writer failed; its error is reported
+                        }
+                        uoff += (d.len as u64).div_ceil(4096) * 4096;
+                        let mut fl = if d.compressed { flags::CHUNK_COMPRESSED } else { 0 };
+                        if d.crc != 0 {
+                            fl |= flags::CHUNK_HAS_CRC32;
+                        }
+                        let c = ChunkSpec {
+                            blob_index: dedup.blob_index,
+                            ci_index: locs.len() as u32,
+                            digest: d.digest,
+                            flags: fl,
+                            compressed_offset: loc.compressed_offset,
+                            compressed_size: loc.compressed_size,
+                            uncompressed_offset: loc.uncompressed_offset,
+                            uncompressed_size: d.len,
+                            file_offset: d.file_offset,
+                            crc32: d.crc,
+                        };
+                        locs.push(loc);
+                        seen.insert(d.digest, c);
+                        c
                     }
-                    uoff += (d.len as u64).div_ceil(4096) * 4096;
-                    let mut fl = if d.compressed { flags::CHUNK_COMPRESSED } else { 0 };
-                    if d.crc != 0 {
-                        fl |= flags::CHUNK_HAS_CRC32;
-                    }
-                    let c = ChunkSpec {
-                        blob_index: 0,
-                        ci_index: locs.len() as u32,
-                        digest: d.digest,
-                        flags: fl,
-                        compressed_offset: loc.compressed_offset,
-                        compressed_size: loc.compressed_size,
-                        uncompressed_offset: loc.uncompressed_offset,
-                        uncompressed_size: d.len,
-                        file_offset: d.file_offset,
-                        crc32: d.crc,
-                    };
-                    locs.push(loc);
-                    seen.insert(d.digest, c);
-                    c
-                }
-            };
-            tree.nodes[d.node].chunks.push(chunk);
-            progress(d.len as u64);
+                };
+                tree.inodes[d.node].meta.chunks.push(chunk);
+                progress(d.len as u64);
+            }
         }
+        Ok(())
     }
-    Ok(())
 }
 
 fn work(jobs: Receiver<Job>, done: Sender<Result<Done>>, pool: Sender<Vec<u8>>, compressor: Compressor, digester: Digester) {

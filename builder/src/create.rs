@@ -1,4 +1,11 @@
-//! `nydus-image create`: directory → bootstrap + data blob.
+//! `nydus-image create`: directory (optionally on top of a parent
+//! bootstrap) → bootstrap + data blob.
+//!
+//! Steps: load the parent (if any) as the lower tree; walk the source into
+//! an upper tree; chunk the upper layer's files into the new blob,
+//! deduplicated against every chunk of the parent; merge the upper tree onto
+//! the lower one (whiteouts, spec §6.3); flatten and write the bootstrap,
+//! whose blob table is the parent's followed by the new blob.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -9,9 +16,11 @@ use nydus_format::writer::{write_bootstrap, ImageSpec};
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
-use crate::blob::{write_chunks, BlobSink, ChunkOptions};
+use crate::blob::{write_chunks, BlobSink, ChunkOptions, Dedup};
+use crate::dirwalk::walk;
 use crate::error::{BuildError, Result};
-use crate::tree::{walk, WhiteoutSpec};
+use crate::parent::{load_parent, Parent};
+use crate::tree::{Tree, WhiteoutSpec};
 
 /// Options of one build.
 #[derive(Debug, Clone)]
@@ -30,6 +39,8 @@ pub struct CreateOptions {
     pub chunk: ChunkOptions,
     /// Whiteout handling.
     pub whiteout: WhiteoutSpec,
+    /// Bootstrap of the lower layers this build goes on top of.
+    pub parent_bootstrap: Option<PathBuf>,
 }
 
 /// What a build produced (also the `--output-json` document).
@@ -37,11 +48,11 @@ pub struct CreateOptions {
 pub struct CreateReport {
     /// Bootstrap path.
     pub bootstrap: PathBuf,
-    /// Blob ids, in blob-table order.
+    /// Blob ids, in blob-table order (a parent's blobs first).
     pub blobs: Vec<String>,
-    /// Blob file sizes.
+    /// Blob file sizes, in blob-table order.
     pub blob_sizes: Vec<u64>,
-    /// Blob file paths.
+    /// Paths of the blob files this build wrote.
     pub blob_paths: Vec<PathBuf>,
     /// RAFS version.
     pub fs_version: u32,
@@ -55,11 +66,11 @@ pub struct CreateReport {
     pub inodes: u64,
     /// Regular file inodes.
     pub files: u64,
-    /// Chunks referenced.
+    /// Chunks cut from the source's files.
     pub chunks: u64,
-    /// Chunks deduplicated.
+    /// Of those, chunks deduplicated (within the source or against the parent).
     pub dedup_chunks: u64,
-    /// Plain file data bytes.
+    /// Plain bytes of the source's file data.
     pub data_bytes: u64,
     /// Bootstrap size.
     pub bootstrap_size: u64,
@@ -112,51 +123,76 @@ pub fn create(opts: &CreateOptions, progress: &(dyn Fn(u64, u64, u64) + Sync)) -
     if let Some(b) = &opts.blob {
         check_dir(&parent_of(b), "blob directory")?;
     }
-    let mut tree = walk(&opts.source, opts.whiteout)?;
-    tracing::info!(entries = tree.nodes.len(), files = tree.files, bytes = tree.data_bytes, "source tree walked");
+    let parent = opts.parent_bootstrap.as_deref().map(|p| load_parent(p, &opts.chunk)).transpose()?;
+    // Without a parent, overlayfs whiteouts are kept as they are.
+    let whiteout = match (&parent, opts.whiteout) {
+        (None, WhiteoutSpec::Overlayfs) => WhiteoutSpec::None,
+        (_, w) => w,
+    };
+    let mut upper = walk(&opts.source, whiteout)?;
+    let data = upper.data_files();
+    let (total, files) = (data.iter().map(|f| f.size).sum::<u64>(), data.len() as u64);
+    tracing::info!(entries = upper.entries.len(), files, bytes = total, "source tree walked");
     let out = match (&opts.blob, &opts.blob_dir) {
         (Some(b), _) if is_fifo(b) => BlobOut::Fifo(b.clone()),
         (Some(b), _) => BlobOut::Temp(temp_in(&parent_of(b))?, b.clone()),
         (None, Some(d)) => BlobOut::Temp(temp_in(d)?, d.clone()),
-        (None, None) if tree.data_bytes == 0 => BlobOut::None,
+        (None, None) if total == 0 => BlobOut::None,
         (None, None) => return Err(BuildError::Invalid("the source has file data but no blob output: pass --blob FILE or --blob-dir DIR".into())),
     };
-    let total = tree.data_bytes;
     let done = std::sync::atomic::AtomicU64::new(0);
-    let files = tree.files;
     let tick = |n: u64| {
         let d = done.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n;
         progress(d, total, files);
     };
+    let (mut blobs, dedup) = match &parent {
+        Some(p) => (p.blobs.clone(), Dedup { known: p.chunks.clone(), blob_index: p.blobs.len() as u32 }),
+        None => (Vec::new(), Dedup::default()),
+    };
     let (blob, stats) = match &out {
         BlobOut::Temp(t, _) => {
             let f = t.reopen().map_err(|e| BuildError::io(t.path(), e))?;
-            write_chunks(&mut tree, &opts.chunk, BlobSink::new(f, t.path()), &tick)?
+            write_chunks(&mut upper, &dedup, &opts.chunk, BlobSink::new(f, t.path()), &tick)?
         }
         BlobOut::Fifo(p) => {
             let f = OpenOptions::new().write(true).open(p).map_err(|e| BuildError::io(p, e))?;
-            write_chunks(&mut tree, &opts.chunk, BlobSink::new(f, p), &tick)?
+            write_chunks(&mut upper, &dedup, &opts.chunk, BlobSink::new(f, p), &tick)?
         }
         BlobOut::None => (None, Default::default()),
     };
-    let mut blobs = Vec::new();
-    let mut blob_file_id = None;
-    if let Some((mut spec, id)) = blob {
+    let mut new_blob = false;
+    if let Some((mut spec, _)) = blob {
         if let Some(o) = &opts.blob_id {
             spec.blob_id = o.clone();
         }
-        blob_file_id = Some(id);
-        blobs.push(spec);
+        match blobs.iter().position(|b| b.blob_id == spec.blob_id) {
+            // Byte-identical to a parent blob (same SHA-256, e.g. data deleted
+            // by one layer and added again by this one): its chunks are that
+            // blob's chunks, at the same places.
+            Some(i) if opts.blob_id.is_none() && blobs[i] == spec => remap_blob(&mut upper, dedup.blob_index, i as u32),
+            Some(_) => {
+                return Err(BuildError::Invalid(format!(
+                    "blob id {} is already used by the parent bootstrap; choose another --blob-id",
+                    spec.blob_id
+                )))
+            }
+            None => {
+                blobs.push(spec);
+                new_blob = true;
+            }
+        }
     }
+    let merged = merge_layers(parent, upper);
     let spec = ImageSpec {
         chunk_size: opts.chunk.chunk_size,
         compressor: opts.chunk.compressor,
         digester: opts.chunk.digester,
-        nodes: std::mem::take(&mut tree.nodes),
+        nodes: merged.to_nodes(),
         blobs: blobs.clone(),
         prefetch: Vec::new(),
     };
     let inodes = spec.nodes.len() as u64;
+    let files = spec.nodes.iter().filter(|n| n.link_to.is_none() && n.mode & libc::S_IFMT == libc::S_IFREG).count() as u64;
     let boot = write_bootstrap(&spec).map_err(|e| BuildError::Invalid(format!("cannot write bootstrap: {e}")))?;
     let boot_path = match &opts.bootstrap {
         Some(p) => p.clone(),
@@ -167,7 +203,7 @@ pub fn create(opts: &CreateOptions, progress: &(dyn Fn(u64, u64, u64) + Sync)) -
     boot_tmp.as_file().sync_all().map_err(|e| BuildError::io(boot_tmp.path(), e))?;
     let mut blob_paths = Vec::new();
     let blob_tmp = match out {
-        BlobOut::Temp(t, dest) => match blobs.first() {
+        BlobOut::Temp(t, dest) => match blobs.last().filter(|_| new_blob) {
             Some(b) => {
                 let dest = if opts.blob.is_some() { dest } else { dest.join(&b.blob_id) };
                 blob_paths.push(dest.clone());
@@ -181,7 +217,6 @@ pub fn create(opts: &CreateOptions, progress: &(dyn Fn(u64, u64, u64) + Sync)) -
         }
         BlobOut::None => None,
     };
-    let _ = blob_file_id;
     let report = CreateReport {
         bootstrap: boot_path.clone(),
         blobs: blobs.iter().map(|b| b.blob_id.clone()).collect(),
@@ -199,6 +234,26 @@ pub fn create(opts: &CreateOptions, progress: &(dyn Fn(u64, u64, u64) + Sync)) -
         bootstrap_size: boot.len() as u64,
     };
     Ok(Staged { report, blob: blob_tmp, boot: (boot_tmp, boot_path) })
+}
+
+/// Point chunks of blob `from` at blob `to` (an identical blob).
+fn remap_blob(tree: &mut Tree, from: u32, to: u32) {
+    for c in tree.inodes.iter_mut().flat_map(|i| i.meta.chunks.iter_mut()) {
+        if c.blob_index == from {
+            c.blob_index = to;
+        }
+    }
+}
+
+/// The image tree: the upper layer alone, or merged onto the parent's tree.
+fn merge_layers(parent: Option<Parent>, upper: Tree) -> Tree {
+    match parent {
+        Some(mut p) => {
+            p.tree.merge(&upper);
+            p.tree
+        }
+        None => upper,
+    }
 }
 
 /// A finished build whose outputs still sit in temporary files. Dropping it

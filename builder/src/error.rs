@@ -41,6 +41,14 @@ pub enum BuildError {
         /// What is wrong.
         reason: String,
     },
+    /// A parent bootstrap cannot be the base of this build.
+    #[error("parent bootstrap {}: {reason}", path.display())]
+    IncompatibleParent {
+        /// The parent bootstrap.
+        path: PathBuf,
+        /// What does not match, and how to fix it.
+        reason: String,
+    },
     /// Invalid arguments or options.
     #[error("{0}")]
     Invalid(String),

@@ -1,6 +1,7 @@
 //! # nydus-builder
 //!
-//! Builds RAFS v6 images (bootstrap + data blob) from directories, and reads
+//! Builds RAFS v6 images (bootstrap + data blob) from directories, also as
+//! a layer on top of a parent image (`--parent-bootstrap`), and reads
 //! them back: validation (`check`), statistics (`stat`), interactive
 //! inspection (`inspect`), conversion to a tar (`unpack`) and to a raw EROFS
 //! disk (`export --block`). The `nydus-image` binary is a thin CLI over
@@ -10,10 +11,12 @@
 pub mod blob;
 pub mod blobfile;
 pub mod create;
+pub mod dirwalk;
 pub mod error;
 pub mod export;
 pub mod image;
 pub mod inspect;
+pub mod parent;
 pub mod tree;
 pub mod unpack;
 

@@ -1,171 +1,364 @@
-//! Walking a source directory into the flat node list the bootstrap writer
-//! takes.
+//! The in-memory filesystem tree every build goes through.
+//!
+//! Sources feed it — a directory walk ([`crate::dirwalk`]) or a parent
+//! bootstrap ([`crate::parent`]) — and [`Tree::to_nodes`] flattens it into
+//! the node list the bootstrap writer takes. Names ([`Entry`]) and inodes
+//! ([`Inode`]) live in two arenas, so hard links are simply entries sharing
+//! an inode, also across layers.
+//!
+//! An upper layer is merged onto a lower one with [`Tree::merge`], following
+//! overlayfs semantics (spec §6.3): per directory, the upper layer's
+//! whiteouts (and its opaque flag) are applied to the lower children first,
+//! then its other entries replace or merge with the lower ones.
 //!
 //! Node order (which is also the layout and chunking order): the root, then
 //! for each directory, taken depth-first in name order, all of its children
 //! in name order. Children of one directory therefore get consecutive inode
 //! numbers, as upstream's builder does.
 
-use std::collections::HashMap;
-use std::ffi::OsStr;
-use std::fs;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 
 use nydus_format::writer::{libc_ifmt, NodeSpec};
-use nydus_format::xattr;
-
-use crate::error::{BuildError, Result};
 
 /// How whiteouts in the source are treated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum WhiteoutSpec {
-    /// OCI `.wh.` files (dropped in a single-layer directory build).
+    /// OCI `.wh.NAME` files delete `NAME` below, `.wh..wh..opq` makes the
+    /// directory opaque; the whiteout files themselves are never kept.
     #[default]
     Oci,
-    /// overlayfs 0/0 char devices and opaque xattrs (kept as they are).
+    /// overlayfs 0/0 character devices delete, `trusted.overlay.opaque=y`
+    /// makes a directory opaque. Without a parent layer they are kept as
+    /// they are.
     Overlayfs,
-    /// No whiteout processing.
+    /// No whiteout processing: every entry is an ordinary entry.
     None,
 }
 
-/// The source tree: nodes for the writer plus the source path of each.
-pub struct SourceTree {
-    /// Writer nodes; node 0 is the root.
-    pub nodes: Vec<NodeSpec>,
-    /// Source path of each node.
-    pub paths: Vec<PathBuf>,
-    /// Total bytes of regular files (counted once per inode).
-    pub data_bytes: u64,
-    /// Number of regular file inodes.
-    pub files: u64,
+/// OCI name prefix of a whiteout file.
+pub const OCI_WHITEOUT_PREFIX: &[u8] = b".wh.";
+/// OCI name of the opaque marker.
+pub const OCI_OPAQUE: &[u8] = b".wh..wh..opq";
+/// overlayfs xattr marking an opaque directory.
+pub const OVERLAY_OPAQUE_XATTR: &[u8] = b"trusted.overlay.opaque";
+
+/// One inode: its attributes, data chunks and where unchunked data comes
+/// from.
+#[derive(Debug, Clone, Default)]
+pub struct Inode {
+    /// Attributes, symlink target, xattrs and chunks. The name, parent,
+    /// children, ino and link fields are filled in by [`Tree::to_nodes`].
+    pub meta: NodeSpec,
+    /// Source file of a regular file still to be chunked (`None` once its
+    /// chunks are known, e.g. for an inode from a parent bootstrap).
+    pub source: Option<PathBuf>,
+}
+
+impl Inode {
+    /// Directory?
+    pub fn is_dir(&self) -> bool {
+        self.meta.mode & libc_ifmt::S_IFMT == libc_ifmt::S_IFDIR
+    }
+
+    /// Regular file?
+    pub fn is_reg(&self) -> bool {
+        self.meta.mode & libc_ifmt::S_IFMT == libc_ifmt::S_IFREG
+    }
+}
+
+/// One name in the tree.
+#[derive(Debug, Clone, Default)]
+pub struct Entry {
+    /// Name in the parent directory (empty for the root).
+    pub name: Vec<u8>,
+    /// Index into [`Tree::inodes`].
+    pub inode: usize,
+    /// Children by name (directories).
+    pub children: BTreeMap<Vec<u8>, usize>,
+    /// Names this layer deletes from the lower directory (upper layers).
+    pub whiteouts: Vec<Vec<u8>>,
+    /// This layer hides every lower child of the directory (upper layers).
+    pub opaque: bool,
+}
+
+/// A filesystem tree; entry 0 is the root directory.
+#[derive(Debug, Clone)]
+pub struct Tree {
+    /// Names.
+    pub entries: Vec<Entry>,
+    /// Inodes.
+    pub inodes: Vec<Inode>,
     /// Names whose xattrs were skipped because RAFS cannot store them.
     pub skipped_xattrs: u64,
 }
 
-fn read_xattrs(path: &Path, skipped: &mut u64) -> Result<xattr::Xattrs> {
-    let mut out = Vec::new();
-    let names = match ::xattr::list(path) {
-        Ok(n) => n,
-        Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => return Ok(out),
-        Err(e) => return Err(BuildError::io(path, e)),
-    };
-    for name in names {
-        let name_b = name.as_bytes().to_vec();
-        if !xattr::is_supported_name(&name_b) {
-            tracing::warn!(path = %path.display(), name = %name.to_string_lossy(), "xattr namespace not supported by RAFS, skipped");
-            *skipped += 1;
-            continue;
-        }
-        match ::xattr::get(path, &name) {
-            Ok(Some(v)) => out.push((name_b, v)),
-            Ok(None) => {}
-            Err(e) => return Err(BuildError::io(path, e)),
-        }
-    }
-    out.sort();
-    Ok(out)
+/// A regular file whose data still has to be chunked.
+#[derive(Debug, Clone)]
+pub struct DataFile {
+    /// Index into [`Tree::inodes`].
+    pub inode: usize,
+    /// Where to read the data.
+    pub path: PathBuf,
+    /// Size in bytes.
+    pub size: u64,
 }
 
-fn node_from(path: &Path, name: &[u8], parent: usize, skipped: &mut u64) -> Result<(NodeSpec, fs::Metadata)> {
-    let md = fs::symlink_metadata(path).map_err(|e| BuildError::io(path, e))?;
-    let mode = md.mode();
-    let mut n = NodeSpec {
-        name: name.to_vec(),
-        parent,
-        mode,
-        uid: md.uid(),
-        gid: md.gid(),
-        // Stored as two's complement: the kernel reads i_mtime as signed, so
-        // times before 1970 survive.
-        mtime: md.mtime() as u64,
-        mtime_nsec: md.mtime_nsec().clamp(0, 999_999_999) as u32,
-        size: 0,
-        ..Default::default()
-    };
-    match mode & libc_ifmt::S_IFMT {
-        libc_ifmt::S_IFREG => n.size = md.size(),
-        libc_ifmt::S_IFLNK => {
-            let t = fs::read_link(path).map_err(|e| BuildError::io(path, e))?;
-            n.symlink = t.as_os_str().as_bytes().to_vec();
-            if n.symlink.is_empty() || n.symlink.len() > 4096 {
-                return Err(BuildError::Unsupported { path: path.into(), reason: "symlink target longer than 4096 bytes".into() });
-            }
-            n.size = n.symlink.len() as u64;
+impl Tree {
+    /// A tree holding only the root directory `root`.
+    pub fn new(root: Inode) -> Self {
+        Self {
+            entries: vec![Entry::default()],
+            inodes: vec![root],
+            skipped_xattrs: 0,
         }
-        libc_ifmt::S_IFCHR | libc_ifmt::S_IFBLK => {
-            let rdev = md.rdev();
-            n.rdev = (libc::major(rdev), libc::minor(rdev));
+    }
+
+    /// Add `inode` as a new inode and name it `name` in directory `parent`.
+    pub fn add(&mut self, parent: usize, name: Vec<u8>, inode: Inode) -> usize {
+        self.inodes.push(inode);
+        self.link(parent, name, self.inodes.len() - 1)
+    }
+
+    /// Add a name for the existing inode `inode` in directory `parent`.
+    pub fn link(&mut self, parent: usize, name: Vec<u8>, inode: usize) -> usize {
+        let idx = self.entries.len();
+        self.entries.push(Entry {
+            name: name.clone(),
+            inode,
+            ..Default::default()
+        });
+        self.entries[parent].children.insert(name, idx);
+        idx
+    }
+
+    /// The inode of entry `e`.
+    pub fn inode_of(&self, e: usize) -> &Inode {
+        &self.inodes[self.entries[e].inode]
+    }
+
+    /// Entries reachable from the root in node order, each with the index of
+    /// its parent in that order.
+    fn order(&self) -> Vec<(usize, usize)> {
+        let mut out = vec![(0usize, 0usize)];
+        let mut stack = vec![0usize];
+        while let Some(d) = stack.pop() {
+            let entry = out[d].0;
+            let mut subdirs = Vec::new();
+            for &c in self.entries[entry].children.values() {
+                if self.inode_of(c).is_dir() {
+                    subdirs.push(out.len());
+                }
+                out.push((c, d));
+            }
+            stack.extend(subdirs.into_iter().rev());
         }
-        libc_ifmt::S_IFDIR | libc_ifmt::S_IFIFO | libc_ifmt::S_IFSOCK => {}
-        _ => return Err(BuildError::Unsupported { path: path.into(), reason: format!("unknown file type (mode {mode:o})") }),
+        out
     }
-    n.xattrs = read_xattrs(path, skipped)?;
-    Ok((n, md))
-}
 
-fn sorted_children(dir: &Path) -> Result<Vec<Vec<u8>>> {
-    let rd = fs::read_dir(dir).map_err(|e| BuildError::io(dir, e))?;
-    let mut names = Vec::new();
-    for e in rd {
-        let e = e.map_err(|e| BuildError::io(dir, e))?;
-        names.push(e.file_name().as_bytes().to_vec());
+    /// Flatten into writer nodes (node 0 is the root). The first name of an
+    /// inode in node order holds it; its other names link to that node.
+    pub fn to_nodes(&self) -> Vec<NodeSpec> {
+        let order = self.order();
+        let mut first: HashMap<usize, usize> = HashMap::new();
+        let mut nodes: Vec<NodeSpec> = Vec::with_capacity(order.len());
+        for (idx, &(e, parent)) in order.iter().enumerate() {
+            let entry = &self.entries[e];
+            let holder = *first.entry(entry.inode).or_insert(idx);
+            let mut n = self.inodes[entry.inode].meta.clone();
+            n.name = if idx == 0 {
+                Vec::new()
+            } else {
+                entry.name.clone()
+            };
+            n.parent = parent;
+            n.children = Vec::new();
+            n.ino = holder as u32 + 1;
+            if holder != idx {
+                n.link_to = Some(holder);
+                n.chunks = Vec::new();
+            } else {
+                n.link_to = None;
+            }
+            if idx > 0 {
+                nodes[parent].children.push(idx);
+            }
+            nodes.push(n);
+        }
+        nodes
     }
-    names.sort();
-    Ok(names)
-}
 
-/// Walk `root` (which must be a directory).
-pub fn walk(root: &Path, whiteout: WhiteoutSpec) -> Result<SourceTree> {
-    let md = fs::metadata(root).map_err(|e| BuildError::io(root, e))?;
-    if !md.is_dir() {
-        return Err(BuildError::Unsupported { path: root.into(), reason: "source is not a directory".into() });
-    }
-    let mut skipped = 0;
-    let (mut root_node, _) = node_from(root, b"", 0, &mut skipped)?;
-    root_node.ino = 1;
-    let mut t = SourceTree { nodes: vec![root_node], paths: vec![root.to_path_buf()], data_bytes: 0, files: 0, skipped_xattrs: 0 };
-    let mut links: HashMap<(u64, u64), usize> = HashMap::new();
-    let mut stack = vec![0usize];
-    while let Some(d) = stack.pop() {
-        let dir_path = t.paths[d].clone();
-        let mut subdirs = Vec::new();
-        for name in sorted_children(&dir_path)? {
-            if whiteout == WhiteoutSpec::Oci && name.starts_with(b".wh.") {
-                tracing::debug!(dir = %dir_path.display(), name = %String::from_utf8_lossy(&name), "OCI whiteout dropped (no parent layer)");
-                continue;
-            }
-            if name.len() > 255 {
-                return Err(BuildError::Unsupported { path: dir_path.join(OsStr::from_bytes(&name)), reason: "name longer than 255 bytes".into() });
-            }
-            let path = dir_path.join(OsStr::from_bytes(&name));
-            let (mut n, md) = node_from(&path, &name, d, &mut skipped)?;
-            let idx = t.nodes.len();
-            n.ino = idx as u32 + 1;
-            // Every non-directory can be hard-linked (files, symlinks, devices,
-            // fifos, sockets): all its names share one inode, as in the source.
-            if !md.is_dir() && md.nlink() > 1 {
-                if let Some(&first) = links.get(&(md.dev(), md.ino())) {
-                    n.link_to = Some(first);
-                    n.ino = t.nodes[first].ino;
-                } else {
-                    links.insert((md.dev(), md.ino()), idx);
+    /// Regular files still to be chunked, once per inode, in node order.
+    pub fn data_files(&self) -> Vec<DataFile> {
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for (e, _) in self.order() {
+            let i = self.entries[e].inode;
+            let ino = &self.inodes[i];
+            if let Some(path) = &ino.source {
+                if ino.is_reg() && ino.meta.size > 0 && seen.insert(i) {
+                    out.push(DataFile {
+                        inode: i,
+                        path: path.clone(),
+                        size: ino.meta.size,
+                    });
                 }
             }
-            if md.is_file() && n.link_to.is_none() {
-                t.data_bytes += n.size;
-                t.files += 1;
-            }
-            if md.is_dir() {
-                subdirs.push(idx);
-            }
-            t.nodes[d].children.push(idx);
-            t.nodes.push(n);
-            t.paths.push(path);
         }
-        stack.extend(subdirs.into_iter().rev());
+        out
     }
-    t.skipped_xattrs = skipped;
-    Ok(t)
+
+    /// Copy inode `u` of `upper` into this tree (once per upper inode, so
+    /// hard links inside the upper layer stay shared).
+    fn import_inode(&mut self, upper: &Tree, u: usize, remap: &mut HashMap<usize, usize>) -> usize {
+        *remap.entry(u).or_insert_with(|| {
+            self.inodes.push(upper.inodes[u].clone());
+            self.inodes.len() - 1
+        })
+    }
+
+    /// Copy the subtree of upper entry `u` into this tree as a new entry
+    /// (not yet linked into a directory). Whiteouts inside it have nothing
+    /// below them and are dropped.
+    fn import_subtree(
+        &mut self,
+        upper: &Tree,
+        u: usize,
+        remap: &mut HashMap<usize, usize>,
+    ) -> usize {
+        let root = self.entries.len();
+        let inode = self.import_inode(upper, upper.entries[u].inode, remap);
+        self.entries.push(Entry {
+            name: upper.entries[u].name.clone(),
+            inode,
+            ..Default::default()
+        });
+        let mut stack = vec![(root, u)];
+        while let Some((mine, theirs)) = stack.pop() {
+            for (name, &uc) in &upper.entries[theirs].children {
+                let inode = self.import_inode(upper, upper.entries[uc].inode, remap);
+                let idx = self.link(mine, name.clone(), inode);
+                stack.push((idx, uc));
+            }
+        }
+        root
+    }
+
+    /// Merge `upper` (one layer, whiteouts recorded in its entries) onto
+    /// this tree with overlayfs semantics. The root's attributes always come
+    /// from the upper layer.
+    pub fn merge(&mut self, upper: &Tree) {
+        let mut remap = HashMap::new();
+        self.entries[0].inode = self.import_inode(upper, upper.entries[0].inode, &mut remap);
+        let mut stack = vec![(0usize, 0usize)];
+        while let Some((lower, u)) = stack.pop() {
+            let ue = &upper.entries[u];
+            if ue.opaque {
+                self.entries[lower].children.clear();
+            }
+            for w in &ue.whiteouts {
+                self.entries[lower].children.remove(w);
+            }
+            for (name, &uc) in &ue.children {
+                let existing = self.entries[lower].children.get(name).copied();
+                match existing {
+                    Some(lc) if upper.inode_of(uc).is_dir() && self.inode_of(lc).is_dir() => {
+                        self.entries[lc].inode =
+                            self.import_inode(upper, upper.entries[uc].inode, &mut remap);
+                        stack.push((lc, uc));
+                    }
+                    _ => {
+                        let new = self.import_subtree(upper, uc, &mut remap);
+                        self.entries[lower].children.insert(name.clone(), new);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir() -> Inode {
+        Inode {
+            meta: NodeSpec {
+                mode: libc_ifmt::S_IFDIR | 0o755,
+                ..Default::default()
+            },
+            source: None,
+        }
+    }
+
+    fn file(size: u64) -> Inode {
+        Inode {
+            meta: NodeSpec {
+                mode: libc_ifmt::S_IFREG | 0o644,
+                size,
+                ..Default::default()
+            },
+            source: None,
+        }
+    }
+
+    fn names(t: &Tree) -> Vec<String> {
+        let nodes = t.to_nodes();
+        let path = |mut i: usize| {
+            let mut parts = Vec::new();
+            while i != 0 {
+                parts.push(String::from_utf8_lossy(&nodes[i].name).into_owned());
+                i = nodes[i].parent;
+            }
+            parts.reverse();
+            parts.join("/")
+        };
+        (1..nodes.len()).map(path).collect()
+    }
+
+    #[test]
+    fn merge_follows_overlay_rules() {
+        let mut lower = Tree::new(dir());
+        let a = lower.add(0, b"a".to_vec(), dir());
+        lower.add(a, b"x".to_vec(), file(1));
+        lower.add(a, b"y".to_vec(), file(1));
+        let o = lower.add(0, b"o".to_vec(), dir());
+        lower.add(o, b"old".to_vec(), file(1));
+        let f = lower.add(0, b"f".to_vec(), file(1));
+        let shared = lower.entries[f].inode;
+        lower.link(0, b"g".to_vec(), shared);
+        lower.add(0, b"gone".to_vec(), dir());
+
+        let mut upper = Tree::new(dir());
+        let ua = upper.add(0, b"a".to_vec(), dir());
+        upper.entries[ua].whiteouts.push(b"x".to_vec());
+        upper.add(ua, b"z".to_vec(), file(2));
+        let uo = upper.add(0, b"o".to_vec(), dir());
+        upper.entries[uo].opaque = true;
+        upper.add(uo, b"new".to_vec(), file(2));
+        upper.add(0, b"f".to_vec(), dir());
+        upper.entries[0].whiteouts.push(b"gone".to_vec());
+
+        lower.merge(&upper);
+        assert_eq!(names(&lower), ["a", "f", "g", "o", "a/y", "a/z", "o/new"]);
+        let nodes = lower.to_nodes();
+        // g keeps the lower inode it shared with the replaced f.
+        assert!(nodes[3].link_to.is_none());
+        assert_eq!(nodes[3].mode & libc_ifmt::S_IFMT, libc_ifmt::S_IFREG);
+        assert_eq!(nodes[2].mode & libc_ifmt::S_IFMT, libc_ifmt::S_IFDIR);
+    }
+
+    #[test]
+    fn hard_links_share_the_first_node() {
+        let mut t = Tree::new(dir());
+        let f = t.add(0, b"b".to_vec(), file(3));
+        let ino = t.entries[f].inode;
+        t.link(0, b"a".to_vec(), ino);
+        let nodes = t.to_nodes();
+        assert_eq!(nodes[1].name, b"a");
+        assert_eq!(nodes[1].link_to, None);
+        assert_eq!(nodes[2].link_to, Some(1));
+        assert_eq!(nodes[2].ino, nodes[1].ino);
+        assert_eq!(nodes[0].children, [1, 2]);
+    }
 }

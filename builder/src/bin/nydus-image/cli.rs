@@ -78,9 +78,9 @@ impl From<DigesterArg> for Digester {
 
 #[derive(ValueEnum, Clone, Copy, Debug)]
 pub enum WhiteoutArg {
-    /// OCI `.wh.` files (dropped when there is no parent layer).
+    /// OCI `.wh.NAME` files and `.wh..wh..opq` (dropped when there is no parent layer).
     Oci,
-    /// overlayfs whiteout devices and opaque xattrs (kept as they are).
+    /// overlayfs 0/0 character devices and `trusted.overlay.opaque=y` (kept as they are when there is no parent layer).
     Overlayfs,
     /// No whiteout handling.
     None,
@@ -128,9 +128,18 @@ pub struct CreateArgs {
     /// accepted for compatibility).
     #[arg(short = 'R', long)]
     pub repeatable: bool,
-    /// Whiteout convention of the source.
+    /// Whiteout convention of the source. With --parent-bootstrap the
+    /// whiteouts delete (or, for opaque directories, hide) entries of the
+    /// parent; without a parent, oci whiteout files are dropped and
+    /// overlayfs ones kept as they are.
     #[arg(short = 'W', long, value_enum, default_value = "oci")]
     pub whiteout_spec: WhiteoutArg,
+    /// Bootstrap of the lower layers: build the source as a new layer on top
+    /// of it. The new bootstrap describes the merged tree and references the
+    /// parent's blobs (same indexes); only new data goes into the new blob.
+    /// The parent must use the same --chunk-size and --digester.
+    #[arg(short = 'p', long, value_name = "BOOTSTRAP")]
+    pub parent_bootstrap: Option<PathBuf>,
     /// Write a JSON report of what was built to this file.
     #[arg(short = 'J', long)]
     pub output_json: Option<PathBuf>,

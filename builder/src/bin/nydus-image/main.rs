@@ -83,6 +83,7 @@ fn run(cli: Cli) -> Result<()> {
                     threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
                 },
                 whiteout: a.whiteout_spec.into(),
+                parent_bootstrap: a.parent_bootstrap.clone(),
             };
             if a.fs_version != 6 {
                 bail!("--fs-version {}: only RAFS v6 images can be written", a.fs_version);
