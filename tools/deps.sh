@@ -7,6 +7,10 @@ command -v setfattr   >/dev/null || need+=(attr)
 command -v setfacl    >/dev/null || need+=(acl)
 command -v zstd       >/dev/null || need+=(zstd)
 command -v losetup    >/dev/null || need+=(mount)
+# registry backend e2e tests (tests/e2e/test_backend_registry.py)
+command -v docker-registry >/dev/null || need+=(docker-registry)
+command -v htpasswd   >/dev/null || need+=(apache2-utils)
+command -v openssl    >/dev/null || need+=(openssl)
 if ((${#need[@]})); then
     echo "installing: ${need[*]}" >&2
     if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
@@ -14,3 +18,5 @@ if ((${#need[@]})); then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 python3 -c 'import pytest' 2>/dev/null || python3 -m pip install -q pytest
+# The Bearer token server of the registry tests signs JWTs with it.
+python3 -c 'import cryptography' 2>/dev/null || python3 -m pip install -q cryptography

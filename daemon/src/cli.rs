@@ -7,7 +7,12 @@ use clap::Parser;
 /// Serve a Nydus RAFS image as a read-only FUSE filesystem, fetching file
 /// data lazily from its blobs through a local cache.
 #[derive(Parser, Debug)]
-#[command(name = "nydusd", version, about, after_help = "The optional first word `fuse` (as in `nydusd fuse ...`) is accepted for compatibility.")]
+#[command(
+    name = "nydusd",
+    version,
+    about,
+    after_help = "The optional first word `fuse` (as in `nydusd fuse ...`) is accepted for compatibility."
+)]
 pub struct Args {
     /// Configuration file: upstream's v1 JSON or v2 JSON/TOML (see docs/nydusd-config.md).
     #[arg(short = 'C', long)]
@@ -26,7 +31,12 @@ pub struct Args {
     #[arg(short = 'A', long)]
     pub apisock: Option<PathBuf>,
     /// FUSE worker threads.
-    #[arg(short = 'T', long = "thread-num", visible_alias = "fuse-threads", default_value_t = 4)]
+    #[arg(
+        short = 'T',
+        long = "thread-num",
+        visible_alias = "fuse-threads",
+        default_value_t = 4
+    )]
     pub thread_num: usize,
     /// File listing paths (one per line) to prefetch after mounting.
     #[arg(short = 'P', long)]

@@ -12,6 +12,91 @@ use std::time::Duration;
 pub enum BackendConfig {
     /// Blobs are files in a local directory (or one given file).
     LocalFs(LocalFsConfig),
+    /// Blobs are layers in an OCI distribution registry (needs the
+    /// `backend-registry` feature to be opened).
+    Registry(RegistryConfig),
+}
+
+/// A secret string (password, token, key). Its `Debug` output is redacted
+/// so that configurations can be logged; read it with [`Secret::expose`].
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wrap a secret.
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    /// The secret itself: never log or format it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Settings shared by every HTTP backend (upstream keeps them in each
+/// backend's section under the same names).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpConfig {
+    /// Whole-request timeout, body included (upstream `timeout`, default 5 s).
+    /// A stalled server costs at most this per attempt.
+    pub timeout: Duration,
+    /// TCP + TLS connection timeout (upstream `connect_timeout`, default 5 s).
+    pub connect_timeout: Duration,
+    /// Retries after the first attempt of a failed request (upstream
+    /// `retry_limit`, default 0). Only transient failures are retried:
+    /// connection errors, timeouts, cut bodies, 5xx and 429.
+    pub retry_limit: u32,
+    /// First retry delay; doubled for each further retry, with jitter.
+    pub retry_base_delay: Duration,
+    /// Upper bound of one retry delay (also caps a `Retry-After`).
+    pub retry_max_delay: Duration,
+    /// Accept any TLS certificate (upstream `skip_verify`). Unsafe outside tests.
+    pub skip_verify: bool,
+    /// Extra PEM CA bundles trusted besides the built-in web roots.
+    pub ca_cert_files: Vec<PathBuf>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+            retry_limit: 0,
+            retry_base_delay: Duration::from_millis(100),
+            retry_max_delay: Duration::from_secs(5),
+            skip_verify: false,
+            ca_cert_files: Vec::new(),
+        }
+    }
+}
+
+/// `{"type": "registry", "config": {...}}` (upstream `RegistryConfig`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryConfig {
+    /// `http` or `https` (upstream default `https`).
+    pub scheme: String,
+    /// Registry host, with an optional `:port`.
+    pub host: String,
+    /// Repository, e.g. `library/ubuntu`.
+    pub repo: String,
+    /// base64 of `user:password`, sent as Basic auth or to the token realm.
+    /// The daemon falls back to the `IMAGE_PULL_AUTH` environment variable.
+    pub auth: Option<Secret>,
+    /// A ready bearer token sent with every registry request.
+    pub registry_token: Option<Secret>,
+    /// Scheme to use for redirected blob URLs, when not empty.
+    pub blob_url_scheme: String,
+    /// Host to use for redirected blob URLs, when not empty.
+    pub blob_redirected_host: String,
+    /// Timeouts, retries and TLS.
+    pub http: HttpConfig,
 }
 
 /// `{"type": "localfs", "config": {...}}`.

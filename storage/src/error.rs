@@ -137,6 +137,27 @@ pub enum StorageError {
         /// The fetching thread's error message.
         reason: String,
     },
+    /// A remote backend request failed (after any retries). `url` never
+    /// carries credentials or query strings (presigned URLs are secrets).
+    #[error("blob {blob_id}: {url}: {cause}")]
+    Remote {
+        /// Blob id.
+        blob_id: String,
+        /// The URL asked, without query string or credentials.
+        url: String,
+        /// What went wrong, and what to check.
+        cause: String,
+    },
+    /// The remote service refused our credentials, or wants some we lack.
+    #[error("blob {blob_id}: {url}: authentication failed: {cause}")]
+    Auth {
+        /// Blob id.
+        blob_id: String,
+        /// The URL asked, without query string or credentials.
+        url: String,
+        /// What the service said, and what to check.
+        cause: String,
+    },
     /// I/O on a cache or backend file failed.
     #[error("{op} {path} failed: {source}")]
     Io {

@@ -207,7 +207,9 @@ def _set(cfg: dict, path: str, value):
 BAD_CONFIGS = {
     "work_dir-int": ("device.cache.config.work_dir", 5, ["work_dir"]),
     "digest_validate-str": ("digest_validate", "yes", ["digest_validate"]),
-    "backend-registry": ("device.backend.type", "registry", ["registry"]),
+    "backend-s3": ("device.backend.type", "s3", ["s3"]),
+    "registry-no-host": ("device.backend", {"type": "registry", "config": {"repo": "r"}},
+                         ["device.backend.config.host"]),
     "backend-unknown": ("device.backend.type", "ftp", ["ftp"]),
     "cache-fscache": ("device.cache.type", "fscache", ["fscache"]),
     "max_size-zero": ("device.cache.config.max_size", 0, ["max_size"]),

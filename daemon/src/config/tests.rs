@@ -4,7 +4,12 @@
 use std::path::{Path, PathBuf};
 
 use nydus_fs::config::FsConfig;
-use nydus_storage::config::{BackendConfig, CacheConfig, CacheKind, LocalFsConfig, PrefetchConfig};
+use std::time::Duration;
+
+use nydus_storage::config::{
+    BackendConfig, CacheConfig, CacheKind, HttpConfig, LocalFsConfig, PrefetchConfig,
+    RegistryConfig, Secret,
+};
 
 use super::parse::parse_byte_size;
 use super::{load_file, localfs_dir_config, parse_str, ConfigError, DaemonConfig};
@@ -38,6 +43,7 @@ fn localfs(dir: &str) -> BackendConfig {
 fn localfs_of(config: &DaemonConfig) -> &LocalFsConfig {
     match &config.backend {
         BackendConfig::LocalFs(c) => c,
+        other => panic!("not localfs: {other:?}"),
     }
 }
 
@@ -147,24 +153,150 @@ const UPSTREAM_V1_REGISTRY: &str = r#"{
 }"#;
 
 #[test]
-fn upstream_v1_registry_sample_is_refused_clearly() {
+fn upstream_v1_registry_sample() {
+    // The sample leaves out `host` and `repo`, which upstream requires too.
     assert_eq!(
         error(UPSTREAM_V1_REGISTRY),
-        "/etc/nydus/c.json: device.backend.type: backend type `registry` is not supported yet; \
-         use `localfs` and copy the blobs into a local directory"
+        "/etc/nydus/c.json: device.backend.config.host: required key is missing; add it (see docs/nydusd-config.md)"
     );
-    // Same file with the backend swapped: everything else is accepted.
-    let text = UPSTREAM_V1_REGISTRY
-        .replace(r#""type": "registry""#, r#""type": "localfs""#)
-        .replace(r#""timeout": 5,"#, r#""dir": "/blobs", "timeout": 5,"#);
-    let (config, warnings) = load(&text);
+    let text = UPSTREAM_V1_REGISTRY.replace(
+        r#""timeout": 5,"#,
+        r#""host": "reg.example:5000", "repo": "library/ubuntu", "scheme": "http", "timeout": 5,"#,
+    );
+    let config = load_clean(&text);
     assert!(config.fs.prefetch.enable);
-    assert_eq!(config.fs.prefetch.threads_count, 8);
-    assert!(config.fs.prefetch.prefetch_all);
-    // The registry's connection keys mean nothing to localfs.
-    assert_eq!(warnings.len(), 5, "{warnings:?}");
-    assert!(warnings[0]
-        .starts_with("/etc/nydus/c.json: device.backend.config.ca_cert_files: unknown key"));
+    assert_eq!(
+        config.backend,
+        BackendConfig::Registry(RegistryConfig {
+            scheme: "http".into(),
+            host: "reg.example:5000".into(),
+            repo: "library/ubuntu".into(),
+            auth: None,
+            registry_token: None,
+            blob_url_scheme: String::new(),
+            blob_redirected_host: String::new(),
+            http: HttpConfig {
+                timeout: Duration::from_secs(5),
+                connect_timeout: Duration::from_secs(5),
+                retry_limit: 2,
+                skip_verify: false,
+                ca_cert_files: vec![PathBuf::from("/etc/ssl/certs/my-ca.pem")],
+                ..Default::default()
+            },
+        })
+    );
+}
+
+fn registry_of(config: &DaemonConfig) -> &RegistryConfig {
+    match &config.backend {
+        BackendConfig::Registry(c) => c,
+        other => panic!("not registry: {other:?}"),
+    }
+}
+
+fn v2_registry(section: &str) -> String {
+    format!("version = 2\n[backend]\ntype = \"registry\"\n[backend.registry]\n{section}\n")
+}
+
+#[test]
+fn v2_registry_section() {
+    // base64 of "user:pass"
+    let text = v2_registry(
+        r#"host = "127.0.0.1:5000"
+repo = "a/b"
+auth = "dXNlcjpwYXNz"
+registry_token = "tok"
+blob_url_scheme = "http"
+blob_redirected_host = "cdn.example"
+timeout = 7
+connect_timeout = 2
+retry_limit = 3
+skip_verify = true"#,
+    );
+    let config = load_clean(&text);
+    let r = registry_of(&config);
+    assert_eq!(r.scheme, "https");
+    assert_eq!(
+        (r.host.as_str(), r.repo.as_str()),
+        ("127.0.0.1:5000", "a/b")
+    );
+    assert_eq!(r.auth, Some(Secret::new("dXNlcjpwYXNz")));
+    assert_eq!(r.registry_token, Some(Secret::new("tok")));
+    assert_eq!(
+        (r.blob_url_scheme.as_str(), r.blob_redirected_host.as_str()),
+        ("http", "cdn.example")
+    );
+    assert_eq!(r.http.timeout, Duration::from_secs(7));
+    assert_eq!(r.http.connect_timeout, Duration::from_secs(2));
+    assert_eq!(r.http.retry_limit, 3);
+    assert!(r.http.skip_verify);
+    // Credentials never show in Debug output (configurations get logged).
+    let dbg = format!("{config:?}");
+    assert!(
+        !dbg.contains("dXNlcjpwYXNz") && !dbg.contains("\"tok\""),
+        "{dbg}"
+    );
+
+    // Unknown keys are warnings with their path; sections of other kinds are ignored.
+    let (_, warnings) = load(&format!(
+        "{}bogus = 1\n[backend.s3]\nwhatever = 1\n",
+        v2_registry("host = \"h\"\nrepo = \"r\"")
+    ));
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].starts_with("/etc/nydus/c.json: backend.registry.bogus: unknown key"),
+        "{warnings:?}"
+    );
+}
+
+#[test]
+fn registry_errors_name_the_key() {
+    let cases = [
+        ("repo = \"r\"", "backend.registry.host: required key is missing"),
+        ("host = \"h\"", "backend.registry.repo: required key is missing"),
+        ("host = \"h/x\"\nrepo = \"r\"", "backend.registry.host: must be the registry's host name"),
+        ("host = \"h\"\nrepo = \"../r\"", "backend.registry.repo: must be a repository name"),
+        ("host = \"h\"\nrepo = \"r\"\nscheme = \"ftp\"", "backend.registry.scheme: `ftp` is not a registry scheme"),
+        ("host = \"h\"\nrepo = \"r\"\ntimeout = 0", "backend.registry.timeout: 0 seconds is out of range"),
+        ("host = \"h\"\nrepo = \"r\"\nretry_limit = 300", "backend.registry.retry_limit: invalid value"),
+        ("host = \"h\"\nrepo = \"r\"\nauth = \"user:secretpw\"", "backend.registry.auth: must be base64 of `user:password`"),
+        ("host = \"h\"\nrepo = \"r\"\n[backend.registry.proxy]\nurl = \"http://p\"\nfallback = false", "backend.registry.proxy.url: the HTTP proxy (Dragonfly dfdaemon) is not supported"),
+    ];
+    for (section, want) in cases {
+        let e = error(&v2_registry(section));
+        assert!(
+            e.starts_with(&format!("/etc/nydus/c.json: {want}")),
+            "{section:?}: {e}"
+        );
+        assert!(!e.contains("secretpw"), "{e}");
+    }
+    let e = error(r#"{"device": {"backend": {"type": "registry"}}, "mode": "direct"}"#);
+    assert!(
+        e.starts_with("/etc/nydus/c.json: device.backend.config.host: required key is missing"),
+        "{e}"
+    );
+    let e = error("version = 2\n[backend]\ntype = \"registry\"\n");
+    assert!(
+        e.starts_with("/etc/nydus/c.json: backend.registry: missing; the registry backend needs"),
+        "{e}"
+    );
+}
+
+#[test]
+fn registry_features_not_yet_there_are_warned() {
+    let (config, warnings) = load(&v2_registry(
+        "host = \"h\"\nrepo = \"r\"\nmirrors = [{host = \"http://m\"}]\n[backend.registry.proxy]\nurl = \"http://p\"",
+    ));
+    registry_of(&config);
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(
+        warnings[0].contains("backend.registry.mirrors: registry mirrors are not supported yet"),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings[1].contains("backend.registry.proxy.url: the HTTP proxy"),
+        "{warnings:?}"
+    );
 }
 
 /// misc/configs/nydusd-config-v2.toml, kept whole (with its
@@ -675,7 +807,7 @@ fn missing_required_keys() {
 
 #[test]
 fn unsupported_backends() {
-    for kind in ["registry", "oss", "s3", "http-proxy"] {
+    for kind in ["oss", "s3", "http-proxy"] {
         let v1 = format!(
             r#"{{"device": {{"backend": {{"type": "{kind}", "config": {{}}}}}}, "mode": "direct"}}"#
         );
@@ -696,7 +828,7 @@ fn unsupported_backends() {
     assert_eq!(
         error("version = 2\nbackend.type = \"ftp\"\n"),
         "/etc/nydus/c.json: backend.type: unknown backend type `ftp`; use \"localfs\" \
-         (registry, oss, s3 and http-proxy are not supported yet)"
+         or \"registry\" (oss, s3 and http-proxy are not supported yet)"
     );
 }
 
@@ -927,9 +1059,12 @@ fn documented_examples_load_without_warnings() {
             let (config, warnings) =
                 parse_str(text, "doc").unwrap_or_else(|e| panic!("{e}\nin:\n{text}"));
             assert!(warnings.is_empty(), "{warnings:?}\nin:\n{text}");
-            assert!(matches!(config.backend, BackendConfig::LocalFs(_)));
+            assert!(matches!(
+                config.backend,
+                BackendConfig::LocalFs(_) | BackendConfig::Registry(_)
+            ));
             blocks += 1;
         }
     }
-    assert_eq!(blocks, 4);
+    assert_eq!(blocks, 5);
 }

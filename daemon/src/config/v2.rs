@@ -23,8 +23,8 @@ use serde_json::Value;
 use super::parse::Ctx;
 use super::sections::{
     check_mode, resolve_backend, resolve_cache, resolve_prefetch, warn_external_backends,
-    warn_unsupported_switches, CacheInput, FileCacheSection, LocalFsSection, PrefetchInput,
-    PrefetchKeys, DEFAULT_BATCH_SIZE, DEFAULT_PREFETCH_THREADS,
+    warn_unsupported_switches, BackendInput, CacheInput, FileCacheSection, LocalFsSection,
+    PrefetchInput, PrefetchKeys, DEFAULT_BATCH_SIZE, DEFAULT_PREFETCH_THREADS,
 };
 use super::{ConfigError, DaemonConfig};
 
@@ -44,8 +44,8 @@ struct ConfigV2 {
     overlay: Option<Value>,
 }
 
-/// `backend` (upstream `BackendConfigV2`). The remote backends' sections are
-/// accepted unparsed: choosing one is refused anyway.
+/// `backend` (upstream `BackendConfigV2`). The sections of backends we do
+/// not have are accepted unparsed: choosing one is refused anyway.
 #[derive(Debug, Deserialize)]
 #[serde(expecting = "a section with the backend `type` and its settings")]
 struct BackendV2 {
@@ -58,8 +58,7 @@ struct BackendV2 {
     _oss: Option<Value>,
     #[serde(rename = "s3")]
     _s3: Option<Value>,
-    #[serde(rename = "registry")]
-    _registry: Option<Value>,
+    registry: Option<Value>,
     #[serde(rename = "http-proxy")]
     _http_proxy: Option<Value>,
 }
@@ -206,7 +205,23 @@ pub(super) fn load(ctx: &mut Ctx, doc: Value) -> Result<DaemonConfig, ConfigErro
             "required section is missing; add `backend.type = \"localfs\"` and `backend.localfs.dir`",
         ));
     };
-    let backend = resolve_backend(ctx, &b.kind, "backend.type", b.localfs, "backend.localfs")?;
+    // Only the selected backend's section is parsed: upstream's sample files
+    // carry sections of every kind, with placeholder values.
+    let registry = match (b.kind.as_str(), b.registry) {
+        ("registry", Some(v)) => Some(ctx.section(v, "backend.registry")?),
+        _ => None,
+    };
+    let backend = resolve_backend(
+        ctx,
+        BackendInput {
+            kind: &b.kind,
+            type_key: "backend.type",
+            localfs: b.localfs,
+            localfs_key: "backend.localfs",
+            registry,
+            registry_key: "backend.registry",
+        },
+    )?;
 
     let rafs = raw.rafs.unwrap_or_default();
     check_mode(ctx, &rafs.mode, "rafs.mode")?;

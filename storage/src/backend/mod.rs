@@ -6,15 +6,23 @@
 //! of whole chunk runs and calls [`read_full`], the one place where short
 //! reads are turned into errors.
 //!
-//! Only the local-filesystem backend exists today; remote backends
-//! (registry, S3, OSS) will be added as further [`crate::BackendConfig`]
-//! variants, each in its own module behind a cargo feature.
+//! Backends: `localfs` (always), and `registry` (cargo feature
+//! `backend-registry`, on by default) over the shared HTTP layer in
+//! `http` (feature `backend-http`: timeouts, retry with backoff and
+//! jitter, TLS settings, ranged reads). A configuration naming a backend
+//! that was not compiled in is refused by [`new_backend`].
 
+#[cfg(feature = "backend-http")]
+mod http;
 mod localfs;
+#[cfg(feature = "backend-registry")]
+mod registry;
 
 use std::sync::Arc;
 
 pub use localfs::LocalFsBackend;
+#[cfg(feature = "backend-registry")]
+pub use registry::RegistryBackend;
 
 use crate::config::BackendConfig;
 use crate::error::{Result, StorageError};
@@ -45,6 +53,12 @@ pub trait BlobBackend: Send + Sync {
 pub fn new_backend(cfg: &BackendConfig) -> Result<Arc<dyn BlobBackend>> {
     match cfg {
         BackendConfig::LocalFs(c) => Ok(Arc::new(LocalFsBackend::new(c.clone())?)),
+        #[cfg(feature = "backend-registry")]
+        BackendConfig::Registry(c) => Ok(Arc::new(RegistryBackend::new(c.clone())?)),
+        #[cfg(not(feature = "backend-registry"))]
+        BackendConfig::Registry(_) => Err(StorageError::BackendConfig(
+            "this build has no registry backend (cargo feature `backend-registry`)".into(),
+        )),
     }
 }
 

@@ -330,7 +330,9 @@ impl CachedBlob {
             }
             Err(e) => {
                 self.log_failure(&run.cis, &e);
-                run.cis.iter().for_each(|&ci| claim.finish(ci, Err(e.to_string())));
+                run.cis
+                    .iter()
+                    .for_each(|&ci| claim.finish(ci, Err(e.to_string())));
                 if run.cis.iter().any(is_wanted) {
                     first_err.get_or_insert(e);
                 }

@@ -1,0 +1,492 @@
+//! The HTTP layer every remote backend shares: one blocking client with
+//! timeouts and TLS settings, retry with exponential backoff and jitter,
+//! and positional ranged reads (`Range: bytes=a-b`).
+//!
+//! Backends describe one *attempt* of a request as a closure returning
+//! [`Attempt`]; [`HttpClient::retry`] runs it until it succeeds, fails for
+//! good, or runs out of retries. Redirects are never followed by the client:
+//! backends follow them themselves, so that credentials meant for one host
+//! are never sent to another.
+
+use std::io::{self, Read};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use reqwest::blocking::{Client, Response};
+use reqwest::header::{HeaderMap, CONTENT_LENGTH, CONTENT_RANGE, RETRY_AFTER};
+use reqwest::{StatusCode, Url};
+
+use crate::config::HttpConfig;
+use crate::error::{Result, StorageError};
+
+/// Why one attempt of a request failed.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// Worth trying again: connection errors, timeouts, cut bodies, 5xx, 429.
+    Transient {
+        /// What happened (no credentials).
+        cause: String,
+        /// The server's `Retry-After`, if it sent one.
+        retry_after: Option<Duration>,
+    },
+    /// Trying again will not help.
+    Fatal(StorageError),
+}
+
+impl Failure {
+    pub(crate) fn transient(cause: impl Into<String>) -> Self {
+        Self::Transient {
+            cause: cause.into(),
+            retry_after: None,
+        }
+    }
+}
+
+/// The result of one attempt.
+pub(crate) type Attempt<T> = std::result::Result<T, Failure>;
+
+/// Exponential backoff with "equal jitter": the n-th retry waits a random
+/// time in `[d/2, d]` with `d = min(base * 2^n, max)`, so that many readers
+/// failing together do not come back together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Backoff {
+    pub(crate) base: Duration,
+    pub(crate) max: Duration,
+}
+
+impl Backoff {
+    /// Delay before retry number `retry` (0 for the first retry); `random`
+    /// is any random number. A server's `Retry-After` raises the delay, but
+    /// never past `max`.
+    pub(crate) fn delay(&self, retry: u32, random: u64, retry_after: Option<Duration>) -> Duration {
+        let factor = 1u32.checked_shl(retry.min(20)).unwrap_or(u32::MAX);
+        let d = self.base.saturating_mul(factor).min(self.max);
+        let half = d / 2;
+        let span = (d - half).as_nanos() as u64;
+        let jitter = if span == 0 { 0 } else { random % (span + 1) };
+        let d = half + Duration::from_nanos(jitter);
+        match retry_after {
+            Some(ra) => d.max(ra).min(self.max),
+            None => d,
+        }
+    }
+}
+
+/// A cheap random number for jitter (no crypto needed): the std hasher's
+/// per-process random keys over a counter.
+pub(crate) fn random_u64() -> u64 {
+    use std::collections::hash_map::RandomState;
+    use std::hash::{BuildHasher, Hasher};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    h.finish()
+}
+
+/// A blocking HTTP client with the settings of one backend.
+#[derive(Debug)]
+pub(crate) struct HttpClient {
+    client: Client,
+    retry_limit: u32,
+    backoff: Backoff,
+}
+
+impl HttpClient {
+    /// Build the client; fails on unreadable or invalid `ca_cert_files`.
+    pub(crate) fn new(cfg: &HttpConfig) -> Result<Self> {
+        let mut b = Client::builder()
+            .timeout(cfg.timeout)
+            .connect_timeout(cfg.connect_timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            // Environment proxies would silently reroute blob traffic (and
+            // break loopback setups); a proxy must be configured explicitly.
+            .no_proxy()
+            .danger_accept_invalid_certs(cfg.skip_verify);
+        for path in &cfg.ca_cert_files {
+            let pem = std::fs::read(path)
+                .map_err(|e| StorageError::io("reading CA certificate file", path, e))?;
+            let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| {
+                StorageError::BackendConfig(format!(
+                    "ca_cert_files: {} is not a PEM certificate: {e}",
+                    path.display()
+                ))
+            })?;
+            b = b.add_root_certificate(cert);
+        }
+        let client = b.build().map_err(|e| {
+            StorageError::BackendConfig(format!("cannot build the HTTP client: {e}"))
+        })?;
+        Ok(Self {
+            client,
+            retry_limit: cfg.retry_limit,
+            backoff: Backoff {
+                base: cfg.retry_base_delay,
+                max: cfg.retry_max_delay,
+            },
+        })
+    }
+
+    /// The underlying client, to build requests.
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Run `attempt` until it succeeds or fails for good; transient failures
+    /// are retried `retry_limit` times with backoff. The final error names
+    /// `blob_id` and `url` (which must carry no secrets).
+    pub(crate) fn retry<T>(
+        &self,
+        blob_id: &str,
+        url: &str,
+        mut attempt: impl FnMut() -> Attempt<T>,
+    ) -> Result<T> {
+        let mut retry = 0;
+        loop {
+            match attempt() {
+                Ok(v) => return Ok(v),
+                Err(Failure::Fatal(e)) => return Err(e),
+                Err(Failure::Transient { cause, retry_after }) => {
+                    if retry >= self.retry_limit {
+                        let tries = retry + 1;
+                        let plural = if tries == 1 { "" } else { "s" };
+                        return Err(StorageError::Remote {
+                            blob_id: blob_id.to_string(),
+                            url: url.to_string(),
+                            cause: format!("{cause} ({tries} attempt{plural}; raise retry_limit or timeout if the service is slow)"),
+                        });
+                    }
+                    let d = self.backoff.delay(retry, random_u64(), retry_after);
+                    tracing::warn!(blob_id, url, %cause, "retrying in {d:?}");
+                    std::thread::sleep(d);
+                    retry += 1;
+                }
+            }
+        }
+    }
+}
+
+/// `url` without user info, query or fragment: safe for messages (presigned
+/// blob URLs carry their signature in the query).
+pub(crate) fn redact(url: &Url) -> String {
+    let mut u = url.clone();
+    u.set_query(None);
+    u.set_fragment(None);
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    u.to_string()
+}
+
+/// Describe a transport error without its URL (the caller names a redacted
+/// one), keeping the root cause ("Connection refused", "timed out").
+pub(crate) fn transport_failure(e: reqwest::Error) -> Failure {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else if e.is_body() || e.is_decode() {
+        "response body cut short"
+    } else {
+        "request failed"
+    };
+    let mut cause = kind.to_string();
+    let mut src: Option<&dyn std::error::Error> = std::error::Error::source(&e);
+    let mut last = None;
+    while let Some(s) = src {
+        last = Some(s.to_string());
+        src = s.source();
+    }
+    if let Some(l) = last {
+        cause.push_str(": ");
+        cause.push_str(&l);
+    }
+    Failure::transient(cause)
+}
+
+/// The `Range` header value for `len > 0` bytes at `offset`.
+pub(crate) fn range_header(offset: u64, len: u64) -> String {
+    let last = offset.saturating_add(len.max(1) - 1);
+    format!("bytes={offset}-{last}")
+}
+
+/// A `Content-Range`: the inclusive byte range sent (`None` for `*`) and
+/// the total size (`None` for `*`).
+pub(crate) type ContentRange = (Option<(u64, u64)>, Option<u64>);
+
+/// A parsed `Content-Range: bytes a-b/total` (`total` may be `*`), or
+/// `bytes */total` (from a 416), as `(Some((a, b)), total)`.
+pub(crate) fn parse_content_range(v: &str) -> Option<ContentRange> {
+    let rest = v.trim().strip_prefix("bytes")?.trim_start();
+    let (range, total) = rest.split_once('/')?;
+    let total = match total.trim() {
+        "*" => None,
+        t => Some(t.parse().ok()?),
+    };
+    let range = match range.trim() {
+        "*" => None,
+        r => {
+            let (a, b) = r.split_once('-')?;
+            let (a, b): (u64, u64) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+            if b < a || total.is_some_and(|t| b >= t) {
+                return None;
+            }
+            Some((a, b))
+        }
+    };
+    Some((range, total))
+}
+
+/// The failure a non-success status stands for. 5xx, 408 and 429 are
+/// transient; anything else is fatal with `hint`.
+pub(crate) fn status_failure(
+    status: StatusCode,
+    headers: &HeaderMap,
+    blob_id: &str,
+    url: &str,
+    hint: &str,
+) -> Failure {
+    if status.is_server_error()
+        || status == StatusCode::TOO_MANY_REQUESTS
+        || status == StatusCode::REQUEST_TIMEOUT
+    {
+        let retry_after = headers
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        return Failure::Transient {
+            cause: format!("server answered {status}"),
+            retry_after,
+        };
+    }
+    Failure::Fatal(StorageError::Remote {
+        blob_id: blob_id.to_string(),
+        url: url.to_string(),
+        cause: format!("server answered {status}; {hint}"),
+    })
+}
+
+/// What a ranged GET returned: the bytes copied into the buffer, and the
+/// blob's total size when the response told it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RangeRead {
+    pub(crate) len: usize,
+    pub(crate) total: Option<u64>,
+}
+
+/// Copy the answer to `GET` with `Range: bytes=offset-(offset+buf.len()-1)`
+/// into `buf`. A 206 must start at `offset`; a 200 carries the whole blob,
+/// of which the asked slice is taken; a 416 means `offset` is at or past the
+/// end (0 bytes). Any other status is the caller's business.
+pub(crate) fn read_range(
+    resp: Response,
+    offset: u64,
+    buf: &mut [u8],
+    blob_id: &str,
+    url: &str,
+) -> Attempt<RangeRead> {
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let content_range = headers
+        .get(CONTENT_RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_content_range);
+    let content_length = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let bad = |cause: String| {
+        Failure::Fatal(StorageError::Remote {
+            blob_id: blob_id.to_string(),
+            url: url.to_string(),
+            cause,
+        })
+    };
+    match status {
+        StatusCode::PARTIAL_CONTENT => {
+            let Some((Some((start, end)), total)) = content_range else {
+                return Err(bad("206 response without a valid Content-Range".into()));
+            };
+            if start != offset {
+                return Err(bad(format!(
+                    "asked for bytes from {offset}, the server sent {start}-{end}"
+                )));
+            }
+            let n = usize::try_from(end - start + 1)
+                .unwrap_or(usize::MAX)
+                .min(buf.len());
+            let mut body = resp;
+            read_exact(&mut body, &mut buf[..n])?;
+            Ok(RangeRead { len: n, total })
+        }
+        StatusCode::OK => {
+            let mut body = resp;
+            // The server ignored Range: skip to `offset`, then take the slice.
+            let skipped = io::copy(&mut (&mut body).take(offset), &mut io::sink())
+                .map_err(|e| Failure::transient(format!("response body cut short: {e}")))?;
+            if skipped < offset {
+                return Ok(RangeRead {
+                    len: 0,
+                    total: content_length,
+                });
+            }
+            let n = read_up_to(&mut body, buf)?;
+            if let Some(total) = content_length {
+                let want = total.saturating_sub(offset).min(buf.len() as u64);
+                if (n as u64) < want {
+                    return Err(Failure::transient(format!(
+                        "response body cut short: got {n} of {want} bytes"
+                    )));
+                }
+            }
+            Ok(RangeRead {
+                len: n,
+                total: content_length,
+            })
+        }
+        StatusCode::RANGE_NOT_SATISFIABLE => Ok(RangeRead {
+            len: 0,
+            total: content_range.and_then(|(_, t)| t),
+        }),
+        other => Err(bad(format!("unexpected status {other} for a ranged read"))),
+    }
+}
+
+fn read_exact(r: &mut impl Read, buf: &mut [u8]) -> Attempt<()> {
+    let n = read_up_to(r, buf)?;
+    if n < buf.len() {
+        return Err(Failure::transient(format!(
+            "response body cut short: got {n} of {} bytes",
+            buf.len()
+        )));
+    }
+    Ok(())
+}
+
+fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> Attempt<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match r.read(&mut buf[done..]) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Failure::transient(format!("response body cut short: {e}"))),
+        }
+    }
+    Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn range_math() {
+        assert_eq!(range_header(0, 1), "bytes=0-0");
+        assert_eq!(range_header(100, 50), "bytes=100-149");
+        assert_eq!(
+            range_header(u64::MAX - 1, 10),
+            format!("bytes={}-{}", u64::MAX - 1, u64::MAX)
+        );
+        assert_eq!(
+            parse_content_range("bytes 0-0/5243003"),
+            Some((Some((0, 0)), Some(5243003)))
+        );
+        assert_eq!(
+            parse_content_range("bytes 100-199/*"),
+            Some((Some((100, 199)), None))
+        );
+        assert_eq!(parse_content_range("bytes */42"), Some((None, Some(42))));
+        for bad in [
+            "",
+            "bytes",
+            "bytes 5-4/10",
+            "bytes 0-10/10",
+            "items 0-1/2",
+            "bytes a-b/c",
+            "bytes 1-2",
+        ] {
+            assert_eq!(parse_content_range(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_caps() {
+        let b = Backoff {
+            base: Duration::from_millis(100),
+            max: Duration::from_secs(2),
+        };
+        for retry in 0..10 {
+            let d = (100u64 << retry).min(2000);
+            let lo = b.delay(retry, 0, None);
+            let hi = b.delay(retry, u64::MAX, None);
+            assert!(
+                lo >= Duration::from_millis(d / 2) && hi <= Duration::from_millis(d),
+                "{retry}: {lo:?} {hi:?}"
+            );
+            for _ in 0..20 {
+                let x = b.delay(retry, random_u64(), None);
+                assert!(x >= lo && x <= Duration::from_millis(d));
+            }
+        }
+        // Retry-After raises the delay, but not past the cap.
+        assert_eq!(
+            b.delay(0, 0, Some(Duration::from_secs(1))),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            b.delay(0, 0, Some(Duration::from_secs(60))),
+            Duration::from_secs(2)
+        );
+        assert!(b.delay(u32::MAX, 7, None) <= Duration::from_secs(2));
+    }
+
+    #[test]
+    fn redact_drops_secrets() {
+        let u = Url::parse("https://user:pw@s3.example/b/k?X-Amz-Signature=abc#f").unwrap();
+        assert_eq!(redact(&u), "https://s3.example/b/k");
+    }
+
+    #[test]
+    fn retry_stops_on_fatal_and_after_limit() {
+        let cfg = HttpConfig {
+            retry_limit: 2,
+            retry_base_delay: Duration::from_millis(1),
+            retry_max_delay: Duration::from_millis(2),
+            ..Default::default()
+        };
+        let c = HttpClient::new(&cfg).unwrap();
+        let mut n = 0;
+        let e = c
+            .retry::<()>("b1", "http://h/x", || {
+                n += 1;
+                Err(Failure::transient("boom"))
+            })
+            .unwrap_err();
+        assert_eq!(n, 3);
+        let msg = e.to_string();
+        assert!(
+            msg.contains("blob b1: http://h/x: boom (3 attempts"),
+            "{msg}"
+        );
+        let mut n = 0;
+        let e = c
+            .retry::<()>("b1", "u", || {
+                n += 1;
+                Err(Failure::Fatal(StorageError::Unsupported("no".into())))
+            })
+            .unwrap_err();
+        assert_eq!((n, e.to_string()), (1, "no".to_string()));
+        let mut n = 0;
+        let v = c
+            .retry("b1", "u", || {
+                n += 1;
+                if n < 3 {
+                    Err(Failure::transient("x"))
+                } else {
+                    Ok(n)
+                }
+            })
+            .unwrap();
+        assert_eq!(v, 3);
+    }
+}
