@@ -71,51 +71,104 @@ pub fn encode(entries: &[DirEntry]) -> Result<Vec<u8>> {
 
 /// Decode and validate directory data of directory `nid`.
 pub fn decode(nid: u64, data: &[u8]) -> Result<Vec<DirEntry>> {
-    let bs = BLOCK_SIZE as usize;
-    let err = |reason: String| FormatError::Directory { nid, reason };
     let mut out: Vec<DirEntry> = Vec::new();
-    for (bi, block) in data.chunks(bs).enumerate() {
-        if block.len() < 12 {
-            return Err(err(format!("block {bi} holds only {} bytes", block.len())));
+    for (bi, block) in data.chunks(BLOCK_SIZE as usize).enumerate() {
+        let entries = decode_block(nid, bi, block)?;
+        if let (Some(last), Some(first)) = (out.last(), entries.first()) {
+            if last.name >= first.name {
+                return Err(unsorted(nid, &first.name, &last.name));
+            }
         }
-        let first = Dirent::read_from_bytes(&block[..12]).expect("12 bytes");
-        let n0 = first.nameoff.get() as usize;
-        if n0 < 12 || !n0.is_multiple_of(12) || n0 >= block.len() {
-            return Err(err(format!("block {bi}: first nameoff {n0} is invalid")));
+        out.extend(entries);
+    }
+    Ok(out)
+}
+
+/// Find `name` among directory blocks (each a whole block, the last one
+/// possibly partial) without decoding the whole directory: a binary search
+/// over the blocks' first names, then over the one block that can hold it.
+pub fn lookup(nid: u64, blocks: &[&[u8]], name: &[u8]) -> Result<Option<DirEntry>> {
+    let (mut lo, mut hi) = (0usize, blocks.len());
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if first_name(nid, mid, blocks[mid])? <= name {
+            lo = mid + 1;
+        } else {
+            hi = mid;
         }
-        let count = n0 / 12;
-        let mut prev_end = n0;
-        for i in 0..count {
-            let d = Dirent::read_from_bytes(&block[i * 12..i * 12 + 12]).expect("12 bytes");
-            let off = d.nameoff.get() as usize;
-            if off != prev_end && i > 0 || off < n0 || off >= block.len() {
-                return Err(err(format!("block {bi} entry {i}: nameoff {off} out of order or range")));
+    }
+    if lo == 0 {
+        return Ok(None);
+    }
+    let entries = decode_block(nid, lo - 1, blocks[lo - 1])?;
+    Ok(entries.binary_search_by(|e| e.name.as_slice().cmp(name)).ok().map(|i| entries[i].clone()))
+}
+
+fn unsorted(nid: u64, name: &[u8], prev: &[u8]) -> FormatError {
+    FormatError::Directory {
+        nid,
+        reason: format!(
+            "entries not sorted: {:?} after {:?}",
+            String::from_utf8_lossy(name),
+            String::from_utf8_lossy(prev)
+        ),
+    }
+}
+
+/// Entry count of a block, from its first dirent's name offset.
+fn block_count(nid: u64, bi: usize, block: &[u8]) -> Result<usize> {
+    let err = |reason: String| FormatError::Directory { nid, reason };
+    if block.len() < 12 {
+        return Err(err(format!("block {bi} holds only {} bytes", block.len())));
+    }
+    let first = Dirent::read_from_bytes(&block[..12]).expect("12 bytes");
+    let n0 = first.nameoff.get() as usize;
+    if n0 < 12 || !n0.is_multiple_of(12) || n0 >= block.len() {
+        return Err(err(format!("block {bi}: first nameoff {n0} is invalid")));
+    }
+    Ok(n0 / 12)
+}
+
+/// Name bytes of entry `i` of a block holding `count` entries.
+fn entry_name<'a>(nid: u64, bi: usize, block: &'a [u8], count: usize, i: usize) -> Result<(&'a [u8], Dirent)> {
+    let err = |reason: String| FormatError::Directory { nid, reason };
+    let d = Dirent::read_from_bytes(&block[i * 12..i * 12 + 12]).expect("12 bytes");
+    let off = d.nameoff.get() as usize;
+    if off < count * 12 || off >= block.len() {
+        return Err(err(format!("block {bi} entry {i}: nameoff {off} out of range")));
+    }
+    let end = if i + 1 < count {
+        Dirent::read_from_bytes(&block[(i + 1) * 12..(i + 2) * 12]).expect("12 bytes").nameoff.get() as usize
+    } else {
+        block[off..].iter().position(|&b| b == 0).map_or(block.len(), |p| off + p)
+    };
+    if end <= off || end > block.len() || end - off > 255 {
+        return Err(err(format!("block {bi} entry {i}: bad name length")));
+    }
+    let name = &block[off..end];
+    if name.contains(&b'/') || name.contains(&0) {
+        return Err(err(format!("entry name {:?} contains '/' or NUL", String::from_utf8_lossy(name))));
+    }
+    Ok((name, d))
+}
+
+fn first_name<'a>(nid: u64, bi: usize, block: &'a [u8]) -> Result<&'a [u8]> {
+    let count = block_count(nid, bi, block)?;
+    Ok(entry_name(nid, bi, block, count, 0)?.0)
+}
+
+/// Decode and validate one directory block.
+fn decode_block(nid: u64, bi: usize, block: &[u8]) -> Result<Vec<DirEntry>> {
+    let count = block_count(nid, bi, block)?;
+    let mut out: Vec<DirEntry> = Vec::with_capacity(count);
+    for i in 0..count {
+        let (name, d) = entry_name(nid, bi, block, count, i)?;
+        if let Some(last) = out.last() {
+            if last.name.as_slice() >= name {
+                return Err(unsorted(nid, name, &last.name));
             }
-            let end = if i + 1 < count {
-                let next = Dirent::read_from_bytes(&block[(i + 1) * 12..(i + 2) * 12]).expect("12");
-                next.nameoff.get() as usize
-            } else {
-                block[off..].iter().position(|&b| b == 0).map_or(block.len(), |p| off + p)
-            };
-            if end <= off || end > block.len() || end - off > 255 {
-                return Err(err(format!("block {bi} entry {i}: bad name length")));
-            }
-            let name = block[off..end].to_vec();
-            if name.contains(&b'/') || name.contains(&0) {
-                return Err(err(format!("entry name {:?} contains '/' or NUL", String::from_utf8_lossy(&name))));
-            }
-            if let Some(last) = out.last() {
-                if last.name >= name {
-                    return Err(err(format!(
-                        "entries not sorted: {:?} after {:?}",
-                        String::from_utf8_lossy(&name),
-                        String::from_utf8_lossy(&last.name)
-                    )));
-                }
-            }
-            out.push(DirEntry { name, nid: d.nid.get(), file_type: d.file_type });
-            prev_end = end;
         }
+        out.push(DirEntry { name: name.to_vec(), nid: d.nid.get(), file_type: d.file_type });
     }
     Ok(out)
 }
@@ -141,6 +194,21 @@ mod tests {
             let data = encode(&e).unwrap();
             assert_eq!(data.len() as u64, dir_size(e.iter().map(|x| x.name.as_slice())), "n={n}");
             assert_eq!(decode(1, &data).unwrap(), e);
+        }
+    }
+
+    #[test]
+    fn lookup_searches_blocks() {
+        for (n, len) in [(0, 1), (3, 5), (600, 20), (40, 255)] {
+            let e = entries(n, len);
+            let data = encode(&e).unwrap();
+            let blocks: Vec<&[u8]> = data.chunks(BLOCK_SIZE as usize).collect();
+            for want in &e {
+                assert_eq!(lookup(1, &blocks, &want.name).unwrap().as_ref(), Some(want), "n={n}");
+            }
+            for absent in [&b"!"[..], b"zzzz", b"0000x", b"..."] {
+                assert_eq!(lookup(1, &blocks, absent).unwrap(), None);
+            }
         }
     }
 

@@ -483,10 +483,36 @@ impl<B: AsRef<[u8]>> Bootstrap<B> {
         dir::decode(inode.nid, &self.data(inode)?)
     }
 
-    /// Find `name` in directory `inode`.
+    /// Find `name` in directory `inode`, searching the on-disk blocks
+    /// directly (only the block that can hold the name is decoded).
     pub fn lookup(&self, inode: &Inode, name: &[u8]) -> Result<Option<DirEntry>> {
-        let entries = self.read_dir(inode)?;
-        Ok(entries.binary_search_by(|e| e.name.as_slice().cmp(name)).ok().map(|i| entries[i].clone()))
+        if !inode.is_dir() {
+            return Err(FormatError::Directory { nid: inode.nid, reason: "not a directory".into() });
+        }
+        dir::lookup(inode.nid, &self.data_blocks(inode)?, name)
+    }
+
+    /// The data of a directory or symlink as borrowed block-sized pieces
+    /// (full blocks, then the inline tail), without copying.
+    fn data_blocks(&self, inode: &Inode) -> Result<Vec<&[u8]>> {
+        let data = self.bytes();
+        if inode.size > data.len() as u64 {
+            return Err(FormatError::Inode { nid: inode.nid, reason: format!("size {} exceeds the image", inode.size) });
+        }
+        let (full, tail) = data_split(inode);
+        let mut out: Vec<&[u8]> = Vec::new();
+        if full > 0 {
+            let start = inode.i_u as u64 * BLOCK_SIZE;
+            out.extend(slice_at(data, start, full, "inode data blocks")?.chunks(BLOCK_SIZE as usize));
+        }
+        if tail > 0 {
+            let at = inode.offset + inode.inode_size() + inode.xattr_size;
+            if at % BLOCK_SIZE + tail > BLOCK_SIZE {
+                return Err(FormatError::Inode { nid: inode.nid, reason: "inline data crosses a block boundary".into() });
+            }
+            out.push(slice_at(data, at, tail, "inline inode data")?);
+        }
+        Ok(out)
     }
 
     /// Resolve an absolute path (symlinks are not followed).

@@ -103,7 +103,9 @@ impl FileSystem for RafsFs {
             | FsOptions::READDIRPLUS_AUTO
             | FsOptions::CACHE_SYMLINKS
             | FsOptions::MAX_PAGES
-            | FsOptions::EXPORT_SUPPORT;
+            | FsOptions::EXPORT_SUPPORT
+            | FsOptions::ZERO_MESSAGE_OPEN
+            | FsOptions::ZERO_MESSAGE_OPENDIR;
         Ok(capable & want)
     }
 
@@ -174,8 +176,14 @@ impl FileSystem for RafsFs {
         if i.is_dir() {
             return Err(io::Error::from_raw_os_error(libc::EISDIR));
         }
-        let opts = if self.rafs.config().keep_cache { OpenOptions::KEEP_CACHE } else { OpenOptions::empty() };
-        Ok((None, opts, None))
+        if self.rafs.config().keep_cache {
+            // ENOSYS tells the kernel it need not send open/release at all;
+            // it then treats every open as FOPEN_KEEP_CACHE. The image is
+            // immutable and handles carry no state, so nothing is lost and
+            // each open saves two round trips.
+            return Err(io::Error::from_raw_os_error(libc::ENOSYS));
+        }
+        Ok((None, OpenOptions::empty(), None))
     }
 
     fn create(&self, _: &Context, _: u64, _: &CStr, _: CreateIn) -> io::Result<(Entry, Option<u64>, OpenOptions, Option<u32>)> {
@@ -259,7 +267,12 @@ impl FileSystem for RafsFs {
         if !i.is_dir() {
             return Err(io::Error::from_raw_os_error(libc::ENOTDIR));
         }
-        Ok((None, OpenOptions::KEEP_CACHE | OpenOptions::CACHE_DIR))
+        if self.rafs.config().keep_cache {
+            // As for open: no opendir/releasedir round trips, and the kernel
+            // caches listings (FOPEN_KEEP_CACHE | FOPEN_CACHE_DIR).
+            return Err(io::Error::from_raw_os_error(libc::ENOSYS));
+        }
+        Ok((None, OpenOptions::empty()))
     }
 
     fn readdir(
