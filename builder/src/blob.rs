@@ -139,8 +139,44 @@ pub fn write_chunks(
     sink: BlobSink,
     progress: Progress,
 ) -> Result<(Option<(BlobSpec, String)>, ChunkStats)> {
-    let tokens = ((8u64 << 20) / opts.chunk_size as u64).clamp(4, 1024) as usize;
     let files: Vec<(usize, PathBuf, u64)> = tree.data_files().into_iter().map(|f| (f.inode, f.path, f.size)).collect();
+    let feed = move |r: &mut Feeder| -> Result<()> {
+        for (node, path, size) in &files {
+            if !r.read_file(*node, path, *size)? {
+                return Err(Feeder::stopped());
+            }
+        }
+        Ok(())
+    };
+    let ((), chunks, blob, stats) = chunk_stream(feed, dedup, opts, sink, progress)?;
+    for (node, list) in chunks {
+        tree.inodes[node].meta.chunks = list;
+    }
+    Ok((blob, stats))
+}
+
+/// Chunks produced for each node (inode index), in file order.
+pub type NodeChunks = HashMap<usize, Vec<ChunkSpec>>;
+
+/// What [`chunk_stream`] returns: the source's result, the chunks of each
+/// fed node, the new blob (if any chunk was stored) and statistics.
+pub type Streamed<R> = (R, NodeChunks, Option<(BlobSpec, String)>, ChunkStats);
+
+/// Run the chunking pipeline with `source` as its reading end: `source`
+/// runs on its own thread and hands file data to the [`Feeder`] in order
+/// (all pieces of one file consecutively, files in any order); the pieces
+/// are digested and compressed in parallel and stored (or deduplicated) in
+/// the order they were fed. Returns what `source` returned, the chunks of
+/// every fed node, the new blob (`None` if no chunk was stored) and
+/// statistics.
+pub fn chunk_stream<R: Send>(
+    source: impl FnOnce(&mut Feeder) -> Result<R> + Send,
+    dedup: &Dedup,
+    opts: &ChunkOptions,
+    sink: BlobSink,
+    progress: Progress,
+) -> Result<Streamed<R>> {
+    let tokens = ((8u64 << 20) / opts.chunk_size as u64).clamp(4, 1024) as usize;
     let (job_tx, job_rx) = bounded::<Job>(tokens);
     let (done_tx, done_rx) = unbounded::<Result<Done>>();
     let (tok_tx, tok_rx) = bounded::<()>(tokens);
@@ -152,14 +188,13 @@ pub fn write_chunks(
     }
     let mut stats = ChunkStats::default();
     let mut locs: Vec<ChunkLocation> = Vec::new();
-    let (outcome, sink) = std::thread::scope(|s| {
-        {
-            let done_tx = done_tx.clone();
+    let mut chunks = NodeChunks::new();
+    let (outcome, fed, sink) = std::thread::scope(|s| {
+        let reader = {
             let chunk_size = opts.chunk_size;
-            let pool_rx = pool_rx.clone();
-            let reader = FileReader { chunk_size, jobs: job_tx, tokens: tok_rx, pool: pool_rx, seq: 0 };
-            s.spawn(move || read_files(&files, reader, done_tx));
-        }
+            let mut feeder = Feeder { chunk_size, jobs: job_tx, tokens: tok_rx, pool: pool_rx, seq: 0 };
+            s.spawn(move || source(&mut feeder))
+        };
         for _ in 0..opts.threads.max(1) {
             let (job_rx, done_tx, pool_tx) = (job_rx.clone(), done_tx.clone(), pool_tx.clone());
             let (compressor, digester) = (opts.compressor, opts.digester);
@@ -168,15 +203,18 @@ pub fn write_chunks(
         let writer = s.spawn(move || write_loop(sink, out_rx, pool_tx));
         drop(done_tx);
         drop(job_rx);
-        let collector = Collector { tree, dedup, locs: &mut locs, stats: &mut stats };
+        let collector = Collector { chunks: &mut chunks, dedup, locs: &mut locs, stats: &mut stats };
         let outcome = collector.run(done_rx, tok_tx, out_tx, progress);
+        let fed = reader.join().expect("chunk source thread panicked");
         let sink = writer.join().expect("blob writer thread panicked");
-        (outcome, sink)
+        (outcome, fed, sink)
     });
+    // The collector's or the writer's error explains a stopped source.
     outcome?;
     let mut sink = sink?;
+    let fed = fed?;
     if locs.is_empty() {
-        return Ok((None, stats));
+        return Ok((fed, chunks, None, stats));
     }
     stats.stored_bytes = sink.len();
     let features = flags::BLOB_ALIGNED | flags::BLOB_CAP_TAR_TOC;
@@ -200,7 +238,7 @@ pub fn write_chunks(
         ci_compressed_size: trailer.ci_compressed_size,
         ci_uncompressed_size: trailer.ci_uncompressed_size,
     };
-    Ok((Some((spec, blob_id)), stats))
+    Ok((fed, chunks, Some((spec, blob_id)), stats))
 }
 
 /// Append stored chunks to the blob (and its running SHA-256) off the
@@ -221,7 +259,7 @@ fn write_loop(mut sink: BlobSink, rx: Receiver<(Arc<Vec<u8>>, bool)>, pool: Send
 /// deduplicates them (also against [`Dedup::known`]) and gives stored ones
 /// their place in the blob.
 struct Collector<'a> {
-    tree: &'a mut Tree,
+    chunks: &'a mut NodeChunks,
     dedup: &'a Dedup,
     locs: &'a mut Vec<ChunkLocation>,
     stats: &'a mut ChunkStats,
@@ -229,7 +267,7 @@ struct Collector<'a> {
 
 impl Collector<'_> {
     fn run(self, done_rx: Receiver<Result<Done>>, tok_tx: Sender<()>, out: Sender<(Arc<Vec<u8>>, bool)>, progress: Progress) -> Result<()> {
-        let Collector { tree, dedup, locs, stats } = self;
+        let Collector { chunks, dedup, locs, stats } = self;
         let mut pending: BTreeMap<u64, Done> = BTreeMap::new();
         let mut next = 0u64;
         let mut seen: HashMap<Digest, ChunkSpec> = dedup.known.clone();
@@ -286,7 +324,7 @@ impl Collector<'_> {
                         c
                     }
                 };
-                tree.inodes[d.node].meta.chunks.push(chunk);
+                chunks.entry(d.node).or_default().push(chunk);
                 progress(d.len as u64);
             }
         }
@@ -349,8 +387,8 @@ fn encode(enc: &mut ChunkEncoder, digester: Digester, data: Vec<u8>, pool: Optio
     }
 }
 
-/// The reading end of the pipeline: turns files into chunk jobs.
-struct FileReader {
+/// The reading end of the pipeline: turns file data into chunk jobs.
+pub struct Feeder {
     chunk_size: u32,
     jobs: Sender<Job>,
     tokens: Receiver<()>,
@@ -358,20 +396,54 @@ struct FileReader {
     seq: u64,
 }
 
-fn read_files(files: &[(usize, PathBuf, u64)], mut r: FileReader, errs: Sender<Result<Done>>) {
-    for (node, path, size) in files {
-        match r.read_file(*node, path, *size) {
-            Ok(true) => {}
-            Ok(false) => return, // the collector stopped; it reports its own error
-            Err(e) => {
-                let _ = errs.send(Err(e));
-                return;
-            }
-        }
+impl Feeder {
+    /// The error a source returns when a feed call reported that the
+    /// pipeline shut down (the pipeline's own error is reported instead).
+    pub fn stopped() -> BuildError {
+        BuildError::Invalid("chunking pipeline stopped".into())
     }
-}
 
-impl FileReader {
+    /// Queue every chunk of `size` bytes read sequentially from `r` as the
+    /// data of node `node`; `Ok(false)` if the pipeline shut down. Only
+    /// chunk-sized buffers are allocated, whatever `size` claims; a reader
+    /// ending early is an error naming `name`.
+    pub fn feed_reader(&mut self, node: usize, r: &mut dyn Read, size: u64, name: &str) -> Result<bool> {
+        let mut off = 0u64;
+        while off < size {
+            let len = (size - off).min(self.chunk_size as u64) as u32;
+            if self.tokens.recv().is_err() {
+                return Ok(false);
+            }
+            let mut buf = self.pool.try_recv().unwrap_or_default();
+            if buf.len() >= len as usize {
+                buf.truncate(len as usize);
+            } else {
+                buf.resize(len as usize, 0);
+            }
+            let mut got = 0usize;
+            while got < buf.len() {
+                match r.read(&mut buf[got..]) {
+                    Ok(0) => {
+                        return Err(BuildError::Invalid(format!(
+                            "{name}: data ends after {} of {size} declared bytes (truncated archive)",
+                            off + got as u64
+                        )))
+                    }
+                    Ok(n) => got += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(BuildError::Invalid(format!("{name}: cannot read data: {e}"))),
+                }
+            }
+            if self.jobs.send(Job { seq: self.seq, node, file_offset: off, piece: Piece::Data(buf) }).is_err() {
+                return Ok(false);
+            }
+            self.seq += 1;
+            off += len as u64;
+        }
+        Ok(true)
+    }
+
+
     /// Queue every chunk of one file; `Ok(false)` if the pipeline shut down.
     fn read_file(&mut self, node: usize, path: &Path, size: u64) -> Result<bool> {
         let mut f = File::open(path).map_err(|e| BuildError::io(path, e))?;

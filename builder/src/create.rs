@@ -8,7 +8,7 @@
 //! whose blob table is the parent's followed by the new blob.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
@@ -16,17 +16,32 @@ use nydus_format::writer::{write_bootstrap, ImageSpec};
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
-use crate::blob::{write_chunks, BlobSink, ChunkOptions, Dedup};
+use crate::blob::{chunk_stream, write_chunks, BlobSink, ChunkOptions, Dedup, Feeder};
 use crate::dirwalk::walk;
 use crate::error::{BuildError, Result};
 use crate::parent::{load_parent, Parent};
+use crate::tarball::{attach_chunks, read_tar, TarCompression};
 use crate::tree::{Tree, WhiteoutSpec};
+
+/// What the source of a build is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SourceType {
+    /// A directory (`dir-rafs`).
+    #[default]
+    Dir,
+    /// An uncompressed OCI layer tar, a file or `-` for stdin (`tar-rafs`).
+    Tar,
+    /// A gzip-compressed OCI layer tar, a file or `-` (`targz-rafs`).
+    TarGz,
+}
 
 /// Options of one build.
 #[derive(Debug, Clone)]
 pub struct CreateOptions {
-    /// Source directory.
+    /// Source directory, or tar file (`-`: stdin) for tar sources.
     pub source: PathBuf,
+    /// Kind of source.
+    pub source_type: SourceType,
     /// Bootstrap output (default: named by its SHA-256 inside `blob_dir`).
     pub bootstrap: Option<PathBuf>,
     /// Blob output file (or FIFO).
@@ -95,6 +110,23 @@ fn is_fifo(p: &Path) -> bool {
     fs::metadata(p).map(|m| m.file_type().is_fifo()).unwrap_or(false)
 }
 
+const NO_BLOB_OUTPUT: &str = "the source has file data but no blob output: pass --blob FILE or --blob-dir DIR";
+
+/// Open the blob sink of `out` (`None` when there is no blob output).
+fn open_sink(out: &BlobOut) -> Result<Option<BlobSink>> {
+    Ok(match out {
+        BlobOut::Temp(t, _) => {
+            let f = t.reopen().map_err(|e| BuildError::io(t.path(), e))?;
+            Some(BlobSink::new(f, t.path()))
+        }
+        BlobOut::Fifo(p) => {
+            let f = OpenOptions::new().write(true).open(p).map_err(|e| BuildError::io(p, e))?;
+            Some(BlobSink::new(f, p))
+        }
+        BlobOut::None => None,
+    })
+}
+
 enum BlobOut {
     Temp(tempfile::NamedTempFile, PathBuf),
     Fifo(PathBuf),
@@ -129,36 +161,71 @@ pub fn create(opts: &CreateOptions, progress: &(dyn Fn(u64, u64, u64) + Sync)) -
         (None, WhiteoutSpec::Overlayfs) => WhiteoutSpec::None,
         (_, w) => w,
     };
-    let mut upper = walk(&opts.source, whiteout)?;
-    let data = upper.data_files();
-    let (total, files) = (data.iter().map(|f| f.size).sum::<u64>(), data.len() as u64);
-    tracing::info!(entries = upper.entries.len(), files, bytes = total, "source tree walked");
-    let out = match (&opts.blob, &opts.blob_dir) {
-        (Some(b), _) if is_fifo(b) => BlobOut::Fifo(b.clone()),
-        (Some(b), _) => BlobOut::Temp(temp_in(&parent_of(b))?, b.clone()),
-        (None, Some(d)) => BlobOut::Temp(temp_in(d)?, d.clone()),
-        (None, None) if total == 0 => BlobOut::None,
-        (None, None) => return Err(BuildError::Invalid("the source has file data but no blob output: pass --blob FILE or --blob-dir DIR".into())),
+    let (dedup_known, mut blobs, blob_index) = match &parent {
+        Some(p) => (p.chunks.clone(), p.blobs.clone(), p.blobs.len() as u32),
+        None => (Default::default(), Vec::new(), 0),
     };
-    let done = std::sync::atomic::AtomicU64::new(0);
-    let tick = |n: u64| {
-        let d = done.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n;
-        progress(d, total, files);
-    };
-    let (mut blobs, dedup) = match &parent {
-        Some(p) => (p.blobs.clone(), Dedup { known: p.chunks.clone(), blob_index: p.blobs.len() as u32 }),
-        None => (Vec::new(), Dedup::default()),
-    };
-    let (blob, stats) = match &out {
-        BlobOut::Temp(t, _) => {
-            let f = t.reopen().map_err(|e| BuildError::io(t.path(), e))?;
-            write_chunks(&mut upper, &dedup, &opts.chunk, BlobSink::new(f, t.path()), &tick)?
+    let dedup = Dedup { known: dedup_known, blob_index };
+    let (mut upper, out, blob, stats) = match opts.source_type {
+        SourceType::Dir => {
+            let mut upper = walk(&opts.source, whiteout)?;
+            let data = upper.data_files();
+            let (total, files) = (data.iter().map(|f| f.size).sum::<u64>(), data.len() as u64);
+            tracing::info!(entries = upper.entries.len(), files, bytes = total, "source tree walked");
+            let out = match (&opts.blob, &opts.blob_dir) {
+                (Some(b), _) if is_fifo(b) => BlobOut::Fifo(b.clone()),
+                (Some(b), _) => BlobOut::Temp(temp_in(&parent_of(b))?, b.clone()),
+                (None, Some(d)) => BlobOut::Temp(temp_in(d)?, d.clone()),
+                (None, None) if total == 0 => BlobOut::None,
+                (None, None) => return Err(BuildError::Invalid(NO_BLOB_OUTPUT.into())),
+            };
+            let done = std::sync::atomic::AtomicU64::new(0);
+            let tick = |n: u64| {
+                let d = done.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n;
+                progress(d, total, files);
+            };
+            let (blob, stats) = match open_sink(&out)? {
+                Some(sink) => write_chunks(&mut upper, &dedup, &opts.chunk, sink, &tick)?,
+                None => (None, Default::default()),
+            };
+            (upper, out, blob, stats)
         }
-        BlobOut::Fifo(p) => {
-            let f = OpenOptions::new().write(true).open(p).map_err(|e| BuildError::io(p, e))?;
-            write_chunks(&mut upper, &dedup, &opts.chunk, BlobSink::new(f, p), &tick)?
+        SourceType::Tar | SourceType::TarGz => {
+            let compression = if opts.source_type == SourceType::TarGz { TarCompression::Gzip } else { TarCompression::None };
+            let (input, src): (Box<dyn Read + Send>, String) = if opts.source.as_os_str() == "-" {
+                (Box::new(std::io::stdin()), "stdin".into())
+            } else {
+                let f = open_file(&opts.source)?;
+                if f.metadata().map(|m| m.is_dir()).unwrap_or(false) {
+                    return Err(BuildError::Unsupported { path: opts.source.clone(), reason: "is a directory; a tar source must be a file or -".into() });
+                }
+                (Box::new(f), opts.source.display().to_string())
+            };
+            // The data size is only known at the end of the stream: without a
+            // blob output, chunks go to a scratch file next to the bootstrap
+            // and any data is an error.
+            let (out, scratch) = match (&opts.blob, &opts.blob_dir, &opts.bootstrap) {
+                (Some(b), _, _) if is_fifo(b) => (BlobOut::Fifo(b.clone()), false),
+                (Some(b), _, _) => (BlobOut::Temp(temp_in(&parent_of(b))?, b.clone()), false),
+                (None, Some(d), _) => (BlobOut::Temp(temp_in(d)?, d.clone()), false),
+                (None, None, Some(b)) => (BlobOut::Temp(temp_in(&parent_of(b))?, PathBuf::new()), true),
+                (None, None, None) => unreachable!("checked above"),
+            };
+            let done = std::sync::atomic::AtomicU64::new(0);
+            let tick = |n: u64| {
+                let d = done.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n;
+                progress(d, d, 0);
+            };
+            let sink = open_sink(&out)?.expect("tar sources always have a sink");
+            let feed = |f: &mut Feeder| read_tar(input, compression, &src, whiteout, f);
+            let (mut upper, chunks, blob, stats) = chunk_stream(feed, &dedup, &opts.chunk, sink, &tick)?;
+            attach_chunks(&mut upper, chunks);
+            if scratch && blob.is_some() {
+                return Err(BuildError::Invalid(NO_BLOB_OUTPUT.into()));
+            }
+            tracing::info!(entries = upper.entries.len(), bytes = stats.data_bytes, "tar source read");
+            (upper, if scratch { BlobOut::None } else { out }, blob, stats)
         }
-        BlobOut::None => (None, Default::default()),
     };
     let mut new_blob = false;
     if let Some((mut spec, _)) = blob {

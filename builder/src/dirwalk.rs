@@ -135,7 +135,7 @@ pub fn walk(root: &Path, whiteout: WhiteoutSpec) -> Result<Tree> {
     if !md.is_dir() {
         return Err(BuildError::Unsupported {
             path: root.into(),
-            reason: "source is not a directory".into(),
+            reason: "source is not a directory (for a tar archive pass --type tar-rafs or targz-rafs)".into(),
         });
     }
     let mut skipped = 0;

@@ -1,6 +1,7 @@
 //! # nydus-builder
 //!
-//! Builds RAFS v6 images (bootstrap + data blob) from directories, also as
+//! Builds RAFS v6 images (bootstrap + data blob) from directories or OCI
+//! layer tars (plain or gzip, streamed without unpacking), also as
 //! a layer on top of a parent image (`--parent-bootstrap`), and reads
 //! them back: validation (`check`), statistics (`stat`), interactive
 //! inspection (`inspect`), conversion to a tar (`unpack`) and to a raw EROFS
@@ -17,6 +18,7 @@ pub mod export;
 pub mod image;
 pub mod inspect;
 pub mod parent;
+pub mod tarball;
 pub mod tree;
 pub mod unpack;
 

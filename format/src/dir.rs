@@ -130,7 +130,7 @@ fn block_count(nid: u64, bi: usize, block: &[u8]) -> Result<usize> {
 }
 
 /// Name bytes of entry `i` of a block holding `count` entries.
-fn entry_name<'a>(nid: u64, bi: usize, block: &'a [u8], count: usize, i: usize) -> Result<(&'a [u8], Dirent)> {
+fn entry_name(nid: u64, bi: usize, block: &[u8], count: usize, i: usize) -> Result<(&[u8], Dirent)> {
     let err = |reason: String| FormatError::Directory { nid, reason };
     let d = Dirent::read_from_bytes(&block[i * 12..i * 12 + 12]).expect("12 bytes");
     let off = d.nameoff.get() as usize;
@@ -152,7 +152,7 @@ fn entry_name<'a>(nid: u64, bi: usize, block: &'a [u8], count: usize, i: usize) 
     Ok((name, d))
 }
 
-fn first_name<'a>(nid: u64, bi: usize, block: &'a [u8]) -> Result<&'a [u8]> {
+fn first_name(nid: u64, bi: usize, block: &[u8]) -> Result<&[u8]> {
     let count = block_count(nid, bi, block)?;
     Ok(entry_name(nid, bi, block, count, 0)?.0)
 }

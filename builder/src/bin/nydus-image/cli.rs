@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use nydus_builder::create::SourceType;
 use nydus_builder::tree::WhiteoutSpec;
 use nydus_format::{Compressor, Digester};
 
@@ -23,7 +24,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Build a RAFS image (bootstrap + data blob) from a directory.
+    /// Build a RAFS image (bootstrap + data blob) from a directory or an OCI
+    /// layer tar / tar.gz (--type).
     Create(CreateArgs),
     /// Validate an image: every inode, directory, xattr and chunk reference
     /// (and, with --blob-dir, every chunk's data and digest).
@@ -96,10 +98,42 @@ impl From<WhiteoutArg> for WhiteoutSpec {
     }
 }
 
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum SourceTypeArg {
+    /// SOURCE is a directory.
+    #[value(name = "dir-rafs")]
+    Dir,
+    /// SOURCE is an uncompressed OCI layer tar (a file, or - for stdin),
+    /// read as a stream: nothing is unpacked to disk.
+    #[value(name = "tar-rafs")]
+    Tar,
+    /// SOURCE is a gzip-compressed OCI layer tar (a file, or - for stdin),
+    /// read as a stream: nothing is unpacked to disk.
+    #[value(name = "targz-rafs")]
+    Targz,
+}
+
+impl From<SourceTypeArg> for SourceType {
+    fn from(t: SourceTypeArg) -> Self {
+        match t {
+            SourceTypeArg::Dir => SourceType::Dir,
+            SourceTypeArg::Tar => SourceType::Tar,
+            SourceTypeArg::Targz => SourceType::TarGz,
+        }
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct CreateArgs {
-    /// Source directory.
+    /// Source: a directory, or with --type tar-rafs/targz-rafs a tar file
+    /// (- reads it from stdin).
     pub source: PathBuf,
+    /// Kind of SOURCE. Tar entries escaping the root (.., absolute names)
+    /// or below a non-directory are rejected; the ./ entry gives the root
+    /// its attributes, missing parent directories get mode 0755, owner 0:0,
+    /// mtime 0; a later entry for a name replaces an earlier one.
+    #[arg(short = 't', long = "type", value_name = "TYPE", value_enum, default_value = "dir-rafs")]
+    pub source_type: SourceTypeArg,
     /// Where to write the bootstrap (default with --blob-dir: DIR/<sha256 of the bootstrap>).
     #[arg(short = 'B', long)]
     pub bootstrap: Option<PathBuf>,

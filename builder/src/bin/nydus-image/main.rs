@@ -72,6 +72,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Create(a) => {
             let opts = CreateOptions {
                 source: a.source.clone(),
+                source_type: a.source_type.into(),
                 bootstrap: a.bootstrap.clone(),
                 blob: a.blob.clone(),
                 blob_dir: a.blob_dir.clone(),
