@@ -116,7 +116,7 @@ fn unsorted(nid: u64, name: &[u8], prev: &[u8]) -> FormatError {
 }
 
 /// Entry count of a block, from its first dirent's name offset.
-fn block_count(nid: u64, bi: usize, block: &[u8]) -> Result<usize> {
+pub(crate) fn block_count(nid: u64, bi: usize, block: &[u8]) -> Result<usize> {
     let err = |reason: String| FormatError::Directory { nid, reason };
     if block.len() < 12 {
         return Err(err(format!("block {bi} holds only {} bytes", block.len())));
@@ -158,7 +158,7 @@ fn first_name(nid: u64, bi: usize, block: &[u8]) -> Result<&[u8]> {
 }
 
 /// Decode and validate one directory block.
-fn decode_block(nid: u64, bi: usize, block: &[u8]) -> Result<Vec<DirEntry>> {
+pub(crate) fn decode_block(nid: u64, bi: usize, block: &[u8]) -> Result<Vec<DirEntry>> {
     let count = block_count(nid, bi, block)?;
     let mut out: Vec<DirEntry> = Vec::with_capacity(count);
     for i in 0..count {

@@ -483,6 +483,32 @@ impl<B: AsRef<[u8]>> Bootstrap<B> {
         dir::decode(inode.nid, &self.data(inode)?)
     }
 
+    /// Visit the entries of directory `inode` from index `skip` on (index 0
+    /// is the first entry, `.`/`..` included), decoding only the blocks
+    /// visited: whole blocks before `skip` are passed over by their entry
+    /// counts. `f` returns `false` to stop. This keeps a listing served in
+    /// many small pieces (FUSE readdir) linear in the directory size.
+    pub fn visit_dir(&self, inode: &Inode, skip: u64, mut f: impl FnMut(u64, DirEntry) -> Result<bool>) -> Result<()> {
+        if !inode.is_dir() {
+            return Err(FormatError::Directory { nid: inode.nid, reason: "not a directory".into() });
+        }
+        let mut index = 0u64;
+        for (bi, block) in self.data_blocks(inode)?.into_iter().enumerate() {
+            let count = dir::block_count(inode.nid, bi, block)? as u64;
+            if index + count <= skip {
+                index += count;
+                continue;
+            }
+            for e in dir::decode_block(inode.nid, bi, block)? {
+                if index >= skip && !f(index, e)? {
+                    return Ok(());
+                }
+                index += 1;
+            }
+        }
+        Ok(())
+    }
+
     /// Find `name` in directory `inode`, searching the on-disk blocks
     /// directly (only the block that can hold the name is decoded).
     pub fn lookup(&self, inode: &Inode, name: &[u8]) -> Result<Option<DirEntry>> {

@@ -284,14 +284,20 @@ impl FileSystem for RafsFs {
         offset: u64,
         add_entry: &mut dyn FnMut(DirEntry) -> io::Result<usize>,
     ) -> io::Result<()> {
-        let entries = self.rafs.read_dir(inode).map_err(|e| self.fail(inode, "readdir", e))?;
-        for (k, e) in entries.iter().enumerate().skip(offset as usize) {
-            let d = DirEntry { ino: e.ino, offset: k as u64 + 1, type_: e.dtype, name: &e.name };
-            if add_entry(d)? == 0 {
-                break;
+        let mut reply_err = None;
+        let walked = self.rafs.visit_dir(inode, offset, |k, e| {
+            let d = DirEntry { ino: e.ino, offset: k + 1, type_: e.dtype, name: &e.name };
+            match add_entry(d) {
+                Ok(0) => false,
+                Ok(_) => true,
+                Err(err) => {
+                    reply_err = Some(err);
+                    false
+                }
             }
-        }
-        Ok(())
+        });
+        walked.map_err(|e| self.fail(inode, "readdir", e))?;
+        reply_err.map_or(Ok(()), Err)
     }
 
     fn readdirplus(
@@ -303,15 +309,27 @@ impl FileSystem for RafsFs {
         offset: u64,
         add_entry: &mut dyn FnMut(DirEntry, Entry) -> io::Result<usize>,
     ) -> io::Result<()> {
-        let entries = self.rafs.read_dir(inode).map_err(|e| self.fail(inode, "readdirplus", e))?;
-        for (k, e) in entries.iter().enumerate().skip(offset as usize) {
-            let i = self.rafs.inode(e.ino).map_err(|err| self.fail(e.ino, "readdirplus", err))?;
-            let d = DirEntry { ino: e.ino, offset: k as u64 + 1, type_: e.dtype, name: &e.name };
-            if add_entry(d, self.entry(e.ino, &i))? == 0 {
-                break;
+        let mut reply_err = None;
+        let walked = self.rafs.visit_dir(inode, offset, |k, e| {
+            let i = match self.rafs.inode(e.ino) {
+                Ok(i) => i,
+                Err(err) => {
+                    reply_err = Some(self.fail(e.ino, "readdirplus", err));
+                    return false;
+                }
+            };
+            let d = DirEntry { ino: e.ino, offset: k + 1, type_: e.dtype, name: &e.name };
+            match add_entry(d, self.entry(e.ino, &i)) {
+                Ok(0) => false,
+                Ok(_) => true,
+                Err(err) => {
+                    reply_err = Some(err);
+                    false
+                }
             }
-        }
-        Ok(())
+        });
+        walked.map_err(|e| self.fail(inode, "readdirplus", e))?;
+        reply_err.map_or(Ok(()), Err)
     }
 
     fn releasedir(&self, _: &Context, _: u64, _: u32, _: u64) -> io::Result<()> {

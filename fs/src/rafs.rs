@@ -184,6 +184,20 @@ impl Rafs {
             .collect())
     }
 
+    /// Visit directory entries from index `skip` (see
+    /// [`Bootstrap::visit_dir`]); `f` returns `false` to stop.
+    pub fn visit_dir(&self, ino: u64, skip: u64, mut f: impl FnMut(u64, Entry) -> bool) -> Result<()> {
+        let dir = self.inode(ino)?;
+        if !dir.is_dir() {
+            return Err(FsError::WrongType(libc::ENOTDIR));
+        }
+        self.boot.visit_dir(&dir, skip, |index, e| {
+            let entry = Entry { ino: self.ino_of(e.nid), dtype: dtype(file_type_mode(e.file_type)), name: e.name };
+            Ok(f(index, entry))
+        })?;
+        Ok(())
+    }
+
     /// Symlink target.
     pub fn readlink(&self, ino: u64) -> Result<Vec<u8>> {
         let i = self.inode(ino)?;
