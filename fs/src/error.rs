@@ -13,10 +13,10 @@ pub enum FsError {
     NotFound,
     /// The bootstrap is malformed at this spot.
     #[error("corrupt image: {0}")]
-    Format(#[from] nydus_format::FormatError),
+    Format(nydus_format::FormatError),
     /// Fetching or caching chunk data failed.
     #[error("chunk data unavailable: {0}")]
-    Storage(#[from] nydus_storage::StorageError),
+    Storage(nydus_storage::StorageError),
     /// The operation needs a different file type.
     #[error("wrong file type for this operation")]
     WrongType(i32),
@@ -34,7 +34,27 @@ pub enum FsError {
     Range,
     /// Writing the reply failed.
     #[error("reply: {0}")]
-    Reply(#[from] std::io::Error),
+    Reply(std::io::Error),
+}
+
+// The causes are part of each message, so they are not also exposed as
+// `source()` (error chains would print them twice).
+impl From<nydus_format::FormatError> for FsError {
+    fn from(e: nydus_format::FormatError) -> Self {
+        Self::Format(e)
+    }
+}
+
+impl From<nydus_storage::StorageError> for FsError {
+    fn from(e: nydus_storage::StorageError) -> Self {
+        Self::Storage(e)
+    }
+}
+
+impl From<std::io::Error> for FsError {
+    fn from(e: std::io::Error) -> Self {
+        Self::Reply(e)
+    }
 }
 
 impl FsError {
