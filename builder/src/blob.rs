@@ -219,11 +219,12 @@ pub fn chunk_stream<R: Send>(
     stats.stored_bytes = sink.len();
     let features = flags::BLOB_ALIGNED | flags::BLOB_CAP_TAR_TOC;
     let ci_offset = sink.len();
-    let trailer = encode_trailer(&locs, opts.compressor, features, ci_offset)
-        .map_err(|e| BuildError::format(&sink.path, e))?;
+    let trailer =
+        encode_trailer(&locs, opts.compressor, features, ci_offset).map_err(|e| BuildError::format(&sink.path, e))?;
     sink.write(&trailer.bytes)?;
     let compressed_size = sink.len();
-    let uncompressed_size = locs.last().map_or(0, |l| l.uncompressed_offset + (l.uncompressed_size as u64).div_ceil(4096) * 4096);
+    let uncompressed_size =
+        locs.last().map_or(0, |l| l.uncompressed_offset + (l.uncompressed_size as u64).div_ceil(4096) * 4096);
     let blob_id = sink.finish()?;
     let spec = BlobSpec {
         blob_id: blob_id.clone(),
@@ -266,7 +267,13 @@ struct Collector<'a> {
 }
 
 impl Collector<'_> {
-    fn run(self, done_rx: Receiver<Result<Done>>, tok_tx: Sender<()>, out: Sender<(Arc<Vec<u8>>, bool)>, progress: Progress) -> Result<()> {
+    fn run(
+        self,
+        done_rx: Receiver<Result<Done>>,
+        tok_tx: Sender<()>,
+        out: Sender<(Arc<Vec<u8>>, bool)>,
+        progress: Progress,
+    ) -> Result<()> {
         let Collector { chunks, dedup, locs, stats } = self;
         let mut pending: BTreeMap<u64, Done> = BTreeMap::new();
         let mut next = 0u64;
@@ -288,7 +295,9 @@ impl Collector<'_> {
                     }
                     _ => {
                         if locs.len() as u32 > nydus_format::ondisk::MAX_CHUNKS_PER_BLOB {
-                            return Err(BuildError::Invalid("more than 2^24 distinct chunks in one blob; use a larger --chunk-size".into()));
+                            return Err(BuildError::Invalid(
+                                "more than 2^24 distinct chunks in one blob; use a larger --chunk-size".into(),
+                            ));
                         }
                         let loc = ChunkLocation {
                             compressed_offset: coff,
@@ -332,7 +341,13 @@ impl Collector<'_> {
     }
 }
 
-fn work(jobs: Receiver<Job>, done: Sender<Result<Done>>, pool: Sender<Vec<u8>>, compressor: Compressor, digester: Digester) {
+fn work(
+    jobs: Receiver<Job>,
+    done: Sender<Result<Done>>,
+    pool: Sender<Vec<u8>>,
+    compressor: Compressor,
+    digester: Digester,
+) {
     let mut enc = match ChunkEncoder::new(compressor) {
         Ok(e) => e,
         Err(e) => {
@@ -373,7 +388,12 @@ fn work(jobs: Receiver<Job>, done: Sender<Result<Done>>, pool: Sender<Vec<u8>>, 
 
 type Encoded = (Digest, u32, Arc<Vec<u8>>, bool);
 
-fn encode(enc: &mut ChunkEncoder, digester: Digester, data: Vec<u8>, pool: Option<&Sender<Vec<u8>>>) -> Result<Encoded> {
+fn encode(
+    enc: &mut ChunkEncoder,
+    digester: Digester,
+    data: Vec<u8>,
+    pool: Option<&Sender<Vec<u8>>>,
+) -> Result<Encoded> {
     let digest = digester.digest(&data);
     let crc = crc32c(&data);
     match enc.compress(&data).map_err(|e| BuildError::Invalid(e.to_string()))? {
@@ -442,7 +462,6 @@ impl Feeder {
         }
         Ok(true)
     }
-
 
     /// Queue every chunk of one file; `Ok(false)` if the pipeline shut down.
     fn read_file(&mut self, node: usize, path: &Path, size: u64) -> Result<bool> {

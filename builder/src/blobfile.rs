@@ -32,8 +32,10 @@ impl BlobFile {
             )));
         }
         let d = info.ci_descriptor();
-        let n = d.ci_compressed_size.checked_add(4096).filter(|&n| d.ci_offset.checked_add(n).is_some_and(|e| e <= len));
-        let n = n.ok_or_else(|| BuildError::Invalid(format!("{}: chunk table lies outside the blob", path.display())))?;
+        let n =
+            d.ci_compressed_size.checked_add(4096).filter(|&n| d.ci_offset.checked_add(n).is_some_and(|e| e <= len));
+        let n =
+            n.ok_or_else(|| BuildError::Invalid(format!("{}: chunk table lies outside the blob", path.display())))?;
         let mut buf = vec![0u8; n as usize];
         file.read_exact_at(&mut buf, d.ci_offset).map_err(|e| BuildError::io(path, e))?;
         let locs = decode_trailer(&d, &buf).map_err(|e| BuildError::format(path, e))?;
@@ -64,7 +66,11 @@ impl BlobFile {
         if let Some(want) = digest {
             let got = self.info.digester.digest(&data);
             if &got != want {
-                return Err(bad(format!("digest mismatch (expected {}, got {}): the blob is corrupt", hex::encode(want), hex::encode(got))));
+                return Err(bad(format!(
+                    "digest mismatch (expected {}, got {}): the blob is corrupt",
+                    hex::encode(want),
+                    hex::encode(got)
+                )));
             }
         }
         Ok(data)
@@ -91,7 +97,11 @@ impl BlobSet {
                         boot.blobs.len()
                     )))
                 }
-                (None, None) => return Err(BuildError::Invalid("the image has data blobs: pass --blob FILE or --blob-dir DIR".into())),
+                (None, None) => {
+                    return Err(BuildError::Invalid(
+                        "the image has data blobs: pass --blob FILE or --blob-dir DIR".into(),
+                    ))
+                }
             };
             if !path.exists() {
                 return Err(BuildError::Invalid(format!("blob {} not found at {}", info.blob_id, path.display())));

@@ -191,13 +191,17 @@ pub fn create(opts: &CreateOptions, progress: &(dyn Fn(u64, u64, u64) + Sync)) -
             (upper, out, blob, stats)
         }
         SourceType::Tar | SourceType::TarGz => {
-            let compression = if opts.source_type == SourceType::TarGz { TarCompression::Gzip } else { TarCompression::None };
+            let compression =
+                if opts.source_type == SourceType::TarGz { TarCompression::Gzip } else { TarCompression::None };
             let (input, src): (Box<dyn Read + Send>, String) = if opts.source.as_os_str() == "-" {
                 (Box::new(std::io::stdin()), "stdin".into())
             } else {
                 let f = open_file(&opts.source)?;
                 if f.metadata().map(|m| m.is_dir()).unwrap_or(false) {
-                    return Err(BuildError::Unsupported { path: opts.source.clone(), reason: "is a directory; a tar source must be a file or -".into() });
+                    return Err(BuildError::Unsupported {
+                        path: opts.source.clone(),
+                        reason: "is a directory; a tar source must be a file or -".into(),
+                    });
                 }
                 (Box::new(f), opts.source.display().to_string())
             };
@@ -259,7 +263,8 @@ pub fn create(opts: &CreateOptions, progress: &(dyn Fn(u64, u64, u64) + Sync)) -
         prefetch: Vec::new(),
     };
     let inodes = spec.nodes.len() as u64;
-    let files = spec.nodes.iter().filter(|n| n.link_to.is_none() && n.mode & libc::S_IFMT == libc::S_IFREG).count() as u64;
+    let files =
+        spec.nodes.iter().filter(|n| n.link_to.is_none() && n.mode & libc::S_IFMT == libc::S_IFREG).count() as u64;
     let boot = write_bootstrap(&spec).map_err(|e| BuildError::Invalid(format!("cannot write bootstrap: {e}")))?;
     let boot_path = match &opts.bootstrap {
         Some(p) => p.clone(),

@@ -16,9 +16,7 @@ use nydus_format::writer::{libc_ifmt, NodeSpec};
 use nydus_format::xattr;
 
 use crate::error::{BuildError, Result};
-use crate::tree::{
-    Inode, Tree, WhiteoutSpec, OCI_OPAQUE, OCI_WHITEOUT_PREFIX, OVERLAY_OPAQUE_XATTR,
-};
+use crate::tree::{Inode, Tree, WhiteoutSpec, OCI_OPAQUE, OCI_WHITEOUT_PREFIX, OVERLAY_OPAQUE_XATTR};
 
 fn read_xattrs(path: &Path, skipped: &mut u64) -> Result<xattr::Xattrs> {
     let mut out = Vec::new();
@@ -120,8 +118,7 @@ fn classify_oci(name: &[u8]) -> Kind {
 /// whiteouts; the opaque xattr is consumed (returns whether it was set).
 fn overlay_opaque(n: &mut NodeSpec) -> bool {
     let before = n.xattrs.len();
-    n.xattrs
-        .retain(|(k, v)| !(k == OVERLAY_OPAQUE_XATTR && v == b"y"));
+    n.xattrs.retain(|(k, v)| !(k == OVERLAY_OPAQUE_XATTR && v == b"y"));
     n.xattrs.len() != before
 }
 
@@ -141,10 +138,7 @@ pub fn walk(root: &Path, whiteout: WhiteoutSpec) -> Result<Tree> {
     let mut skipped = 0;
     let (mut root_node, _) = node_from(root, &mut skipped)?;
     let root_opaque = whiteout == WhiteoutSpec::Overlayfs && overlay_opaque(&mut root_node);
-    let mut t = Tree::new(Inode {
-        meta: root_node,
-        source: None,
-    });
+    let mut t = Tree::new(Inode { meta: root_node, source: None });
     t.entries[0].opaque = root_opaque;
     let mut links: HashMap<(u64, u64), usize> = HashMap::new();
     let mut stack: Vec<(usize, PathBuf)> = vec![(0, root.to_path_buf())];
@@ -168,10 +162,7 @@ pub fn walk(root: &Path, whiteout: WhiteoutSpec) -> Result<Tree> {
             }
             let path = dir_path.join(OsStr::from_bytes(&name));
             if name.len() > 255 {
-                return Err(BuildError::Unsupported {
-                    path,
-                    reason: "name longer than 255 bytes".into(),
-                });
+                return Err(BuildError::Unsupported { path, reason: "name longer than 255 bytes".into() });
             }
             let (mut n, md) = node_from(&path, &mut skipped)?;
             let mut opaque = false;
@@ -184,11 +175,7 @@ pub fn walk(root: &Path, whiteout: WhiteoutSpec) -> Result<Tree> {
             }
             // Every non-directory can be hard-linked (files, symlinks, devices,
             // fifos, sockets): all its names share one inode, as in the source.
-            let shared = if !md.is_dir() && md.nlink() > 1 {
-                links.get(&(md.dev(), md.ino())).copied()
-            } else {
-                None
-            };
+            let shared = if !md.is_dir() && md.nlink() > 1 { links.get(&(md.dev(), md.ino())).copied() } else { None };
             let idx = match shared {
                 Some(inode) => t.link(d, name, inode),
                 None => {

@@ -28,11 +28,18 @@ pub struct ExportReport {
 }
 
 /// Export `bootstrap` (+ blobs in `blob_dir`) as a block disk at `output`.
-pub fn export_block(bootstrap: &Path, blob_dir: Option<&Path>, blob: Option<&Path>, output: &Path, progress: &dyn Fn(u64, u64)) -> Result<ExportReport> {
+pub fn export_block(
+    bootstrap: &Path,
+    blob_dir: Option<&Path>,
+    blob: Option<&Path>,
+    output: &Path,
+    progress: &dyn Fn(u64, u64),
+) -> Result<ExportReport> {
     let boot = load(bootstrap)?;
     let blobs = BlobSet::open(&boot, blob, blob_dir)?;
     let records = boot.chunk_records().map_err(|e| BuildError::format(bootstrap, e))?;
-    let digests: std::collections::HashMap<(u32, u32), [u8; 32]> = records.iter().map(|r| ((r.blob_index, r.index), r.digest)).collect();
+    let digests: std::collections::HashMap<(u32, u32), [u8; 32]> =
+        records.iter().map(|r| ((r.blob_index, r.index), r.digest)).collect();
     let mut end = boot.bytes().len() as u64;
     for b in &boot.blobs {
         let start = b.mapped_blkaddr as u64 * 4096;

@@ -17,7 +17,11 @@ pub fn load(path: &Path) -> Result<Bootstrap<Vec<u8>>> {
         return Err(BuildError::Invalid(format!("{}: not a regular file", path.display())));
     }
     if md.len() > MAX_BOOTSTRAP {
-        return Err(BuildError::Invalid(format!("{}: {} bytes is too large for a bootstrap", path.display(), md.len())));
+        return Err(BuildError::Invalid(format!(
+            "{}: {} bytes is too large for a bootstrap",
+            path.display(),
+            md.len()
+        )));
     }
     let data = std::fs::read(path).map_err(|e| BuildError::io(path, e))?;
     Bootstrap::parse(data).map_err(|e| BuildError::format(path, e))

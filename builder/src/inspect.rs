@@ -74,7 +74,16 @@ fn blob_reports<B: AsRef<[u8]>>(boot: &Bootstrap<B>) -> Vec<BlobReport> {
 pub fn inode_line(path: &[u8], ino: &Inode) -> String {
     format!(
         "nid {:>8} ino {:>7} mode {:>7o} nlink {:>3} uid {:>6} gid {:>6} size {:>12} mtime {}.{:09} {}",
-        ino.nid, ino.ino, ino.mode, ino.nlink, ino.uid, ino.gid, ino.size, ino.mtime as i64, ino.mtime_nsec, show(path)
+        ino.nid,
+        ino.ino,
+        ino.mode,
+        ino.nlink,
+        ino.uid,
+        ino.gid,
+        ino.size,
+        ino.mtime as i64,
+        ino.mtime_nsec,
+        show(path)
     )
 }
 
@@ -84,7 +93,12 @@ fn err(nid: u64, reason: String) -> FormatError {
 
 /// Validate the whole image; call `each` for every name. With `blobs`, read
 /// and verify every chunk of every blob.
-pub fn check<B: AsRef<[u8]>>(path: &Path, boot: &Bootstrap<B>, blobs: Option<&BlobSet>, mut each: impl FnMut(&[u8], &Inode)) -> Result<CheckReport> {
+pub fn check<B: AsRef<[u8]>>(
+    path: &Path,
+    boot: &Bootstrap<B>,
+    blobs: Option<&BlobSet>,
+    mut each: impl FnMut(&[u8], &Inode),
+) -> Result<CheckReport> {
     let mut names = 0u64;
     // Names and link counts of every non-directory inode (any of them may be hard-linked).
     let mut reg_names: HashMap<u64, u32> = HashMap::new();
@@ -107,7 +121,12 @@ pub fn check<B: AsRef<[u8]>>(path: &Path, boot: &Bootstrap<B>, blobs: Option<&Bl
                     return Err(FormatError::Directory { nid: ino.nid, reason: "'.' or '..' missing or wrong".into() });
                 }
                 dir_nlink.insert(ino.nid, ino.nlink);
-                let n = entries.iter().filter(|e| e.file_type == nydus_format::ondisk::file_type::DIR && e.name != b"." && e.name != b"..").count();
+                let n = entries
+                    .iter()
+                    .filter(|e| {
+                        e.file_type == nydus_format::ondisk::file_type::DIR && e.name != b"." && e.name != b".."
+                    })
+                    .count();
                 subdirs.insert(ino.nid, n as u32);
             }
             ifmt::S_IFLNK => {
@@ -124,7 +143,10 @@ pub fn check<B: AsRef<[u8]>>(path: &Path, boot: &Bootstrap<B>, blobs: Option<&Bl
                         let r = boot.chunk_info(c)?;
                         let want = (ino.size - k as u64 * cs).min(cs);
                         if r.uncompressed_size as u64 != want {
-                            return Err(err(ino.nid, format!("chunk {k} holds {} bytes, file needs {want}", r.uncompressed_size)));
+                            return Err(err(
+                                ino.nid,
+                                format!("chunk {k} holds {} bytes, file needs {want}", r.uncompressed_size),
+                            ));
                         }
                     }
                 }
@@ -139,17 +161,28 @@ pub fn check<B: AsRef<[u8]>>(path: &Path, boot: &Bootstrap<B>, blobs: Option<&Bl
     .map_err(|e| BuildError::format(path, e))?;
     for (nid, n) in &reg_names {
         if reg_nlink[nid] != *n {
-            return Err(BuildError::format(path, err(*nid, format!("nlink {} but {n} names in the tree", reg_nlink[nid]))));
+            return Err(BuildError::format(
+                path,
+                err(*nid, format!("nlink {} but {n} names in the tree", reg_nlink[nid])),
+            ));
         }
     }
     for (nid, n) in &subdirs {
         if dir_nlink[nid] != n + 2 {
-            return Err(BuildError::format(path, err(*nid, format!("directory nlink {} but {n} subdirectories", dir_nlink[nid]))));
+            return Err(BuildError::format(
+                path,
+                err(*nid, format!("directory nlink {} but {n} subdirectories", dir_nlink[nid])),
+            ));
         }
     }
     let mut verified = 0;
     if let Some(set) = blobs {
-        let digests: HashMap<(u32, u32), [u8; 32]> = boot.chunk_records().map_err(|e| BuildError::format(path, e))?.into_iter().map(|r| ((r.blob_index, r.index), r.digest)).collect();
+        let digests: HashMap<(u32, u32), [u8; 32]> = boot
+            .chunk_records()
+            .map_err(|e| BuildError::format(path, e))?
+            .into_iter()
+            .map(|r| ((r.blob_index, r.index), r.digest))
+            .collect();
         for b in set.blobs() {
             for ci in 0..b.locations().len() as u32 {
                 b.read_chunk(ci, digests.get(&(b.info().blob_index, ci)))?;
@@ -264,7 +297,8 @@ fn type_name(mode: u32) -> &'static str {
 }
 
 /// Help text of the inspect commands.
-pub const INSPECT_HELP: &str = "commands: stats | blobs | ls [PATH] | cd PATH | stat PATH | chunk PATH | icheck INO | prefetch | help | exit";
+pub const INSPECT_HELP: &str =
+    "commands: stats | blobs | ls [PATH] | cd PATH | stat PATH | chunk PATH | icheck INO | prefetch | help | exit";
 
 impl<B: AsRef<[u8]>> Inspector<B> {
     /// Start at the root.
@@ -364,12 +398,14 @@ impl<B: AsRef<[u8]>> Inspector<B> {
             "icheck" => {
                 let want: u64 = arg.and_then(|a| a.parse().ok()).ok_or("usage: icheck INO (a nid or inode number)")?;
                 let mut paths = Vec::new();
-                self.boot.walk(|p, _e, i| {
-                    if i.nid == want || i.ino as u64 == want {
-                        paths.push(json!({"path": show(p), "nid": i.nid, "ino": i.ino}));
-                    }
-                    Ok(())
-                }).map_err(fe)?;
+                self.boot
+                    .walk(|p, _e, i| {
+                        if i.nid == want || i.ino as u64 == want {
+                            paths.push(json!({"path": show(p), "nid": i.nid, "ino": i.ino}));
+                        }
+                        Ok(())
+                    })
+                    .map_err(fe)?;
                 Value::Array(paths)
             }
             "prefetch" => json!(self.boot.prefetch_nids().map_err(fe)?),

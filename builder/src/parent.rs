@@ -25,10 +25,7 @@ pub struct Parent {
 }
 
 fn incompatible(path: &Path, reason: String) -> BuildError {
-    BuildError::IncompatibleParent {
-        path: path.into(),
-        reason,
-    }
+    BuildError::IncompatibleParent { path: path.into(), reason }
 }
 
 /// Load `path` and check that a layer built with `opts` can go on top of it.
@@ -36,11 +33,7 @@ pub fn load_parent(path: &Path, opts: &ChunkOptions) -> Result<Parent> {
     let boot = load(path)?;
     check_compatible(path, &boot, opts)?;
     let fmt = |e: FormatError| BuildError::format(path, e);
-    let blobs = boot
-        .blobs
-        .iter()
-        .map(|b| blob_spec(path, b))
-        .collect::<Result<Vec<_>>>()?;
+    let blobs = boot.blobs.iter().map(|b| blob_spec(path, b)).collect::<Result<Vec<_>>>()?;
     let mut chunks: HashMap<Digest, ChunkSpec> = HashMap::new();
     for r in boot.chunk_records().map_err(fmt)? {
         let c = ChunkSpec {
@@ -65,11 +58,7 @@ pub fn load_parent(path: &Path, opts: &ChunkOptions) -> Result<Parent> {
             .or_insert(c);
     }
     let tree = load_tree(&boot).map_err(fmt)?;
-    Ok(Parent {
-        tree,
-        blobs,
-        chunks,
-    })
+    Ok(Parent { tree, blobs, chunks })
 }
 
 fn check_compatible(path: &Path, boot: &Bootstrap<Vec<u8>>, opts: &ChunkOptions) -> Result<()> {
@@ -105,13 +94,7 @@ fn check_compatible(path: &Path, boot: &Bootstrap<Vec<u8>>, opts: &ChunkOptions)
 
 fn blob_spec(path: &Path, b: &BlobInfo) -> Result<BlobSpec> {
     let ci_compressor = Compressor::from_id(b.ci_compressor).ok_or_else(|| {
-        incompatible(
-            path,
-            format!(
-                "blob {} has an unknown chunk-table compressor {}",
-                b.blob_id, b.ci_compressor
-            ),
-        )
+        incompatible(path, format!("blob {} has an unknown chunk-table compressor {}", b.blob_id, b.ci_compressor))
     })?;
     Ok(BlobSpec {
         blob_id: b.blob_id.clone(),
@@ -164,10 +147,9 @@ fn load_tree<B: AsRef<[u8]>>(boot: &Bootstrap<B>) -> nydus_format::Result<Tree> 
         };
         let cut = path.iter().rposition(|&b| b == b'/').unwrap_or(0);
         let (parent, name) = (&path[..cut], path[cut + 1..].to_vec());
-        let parent = *dirs.get(parent).ok_or_else(|| FormatError::Directory {
-            nid: ino.nid,
-            reason: "parent directory not visited".into(),
-        })?;
+        let parent = *dirs
+            .get(parent)
+            .ok_or_else(|| FormatError::Directory { nid: ino.nid, reason: "parent directory not visited".into() })?;
         let idx = match by_nid.get(&ino.nid) {
             Some(&inode) if !ino.is_dir() => t.link(parent, name, inode),
             _ => {
@@ -182,10 +164,7 @@ fn load_tree<B: AsRef<[u8]>>(boot: &Bootstrap<B>) -> nydus_format::Result<Tree> 
         }
         Ok(())
     })?;
-    tree.ok_or_else(|| FormatError::Directory {
-        nid: boot.sb.root_nid,
-        reason: "empty tree".into(),
-    })
+    tree.ok_or_else(|| FormatError::Directory { nid: boot.sb.root_nid, reason: "empty tree".into() })
 }
 
 fn node_spec<B: AsRef<[u8]>>(

@@ -31,9 +31,7 @@ use tar::EntryType;
 
 use crate::blob::Feeder;
 use crate::error::{BuildError, Result};
-use crate::tree::{
-    Inode, Tree, WhiteoutSpec, OCI_OPAQUE, OCI_WHITEOUT_PREFIX, OVERLAY_OPAQUE_XATTR,
-};
+use crate::tree::{Inode, Tree, WhiteoutSpec, OCI_OPAQUE, OCI_WHITEOUT_PREFIX, OVERLAY_OPAQUE_XATTR};
 
 /// Compression of a tar source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,19 +43,13 @@ pub enum TarCompression {
 }
 
 fn entry_err(path: &[u8], reason: impl std::fmt::Display) -> BuildError {
-    BuildError::Invalid(format!(
-        "tar entry {}: {reason}",
-        String::from_utf8_lossy(path)
-    ))
+    BuildError::Invalid(format!("tar entry {}: {reason}", String::from_utf8_lossy(path)))
 }
 
 /// Split an entry name into normalised components (see the module docs).
 fn components(path: &[u8]) -> Result<Vec<Vec<u8>>> {
     if path.first() == Some(&b'/') {
-        return Err(entry_err(
-            path,
-            "absolute path (names must be relative to the image root)",
-        ));
+        return Err(entry_err(path, "absolute path (names must be relative to the image root)"));
     }
     let mut out: Vec<Vec<u8>> = Vec::new();
     for c in path.split(|&b| b == b'/') {
@@ -80,13 +72,7 @@ fn components(path: &[u8]) -> Result<Vec<Vec<u8>>> {
 }
 
 fn implicit_dir() -> Inode {
-    Inode {
-        meta: NodeSpec {
-            mode: libc_ifmt::S_IFDIR | 0o755,
-            ..Default::default()
-        },
-        source: None,
-    }
+    Inode { meta: NodeSpec { mode: libc_ifmt::S_IFDIR | 0o755, ..Default::default() }, source: None }
 }
 
 /// PAX records of one entry that matter here.
@@ -150,31 +136,17 @@ fn parse_pax(data: &[u8], p: &mut Pax, path: &[u8]) -> Result<()> {
             break;
         }
         let bad = |why: &str| entry_err(path, format!("bad PAX header: {why}"));
-        let sp = rest
-            .iter()
-            .position(|&b| b == b' ')
-            .ok_or_else(|| bad("no record length"))?;
+        let sp = rest.iter().position(|&b| b == b' ').ok_or_else(|| bad("no record length"))?;
         let len: usize = parse_num(&rest[..sp]).ok_or_else(|| bad("bad record length"))?;
         if len <= sp + 1 || len > rest.len() || rest[len - 1] != b'\n' {
             return Err(bad("record length does not match"));
         }
         let rec = &rest[sp + 1..len - 1];
         rest = &rest[len..];
-        let eq = rec
-            .iter()
-            .position(|&b| b == b'=')
-            .ok_or_else(|| bad("record without '='"))?;
+        let eq = rec.iter().position(|&b| b == b'=').ok_or_else(|| bad("record without '='"))?;
         let (k, v) = (&rec[..eq], &rec[eq + 1..]);
-        let bad = || {
-            entry_err(
-                path,
-                format!(
-                    "bad PAX record {}={}",
-                    String::from_utf8_lossy(k),
-                    String::from_utf8_lossy(v)
-                ),
-            )
-        };
+        let bad =
+            || entry_err(path, format!("bad PAX record {}={}", String::from_utf8_lossy(k), String::from_utf8_lossy(v)));
         match k {
             b"path" => p.path = Some(v.to_vec()),
             b"linkpath" => p.linkpath = Some(v.to_vec()),
@@ -217,10 +189,7 @@ impl TarTree {
                     let parent = comps[..=i].join(&b'/');
                     return Err(entry_err(
                         path,
-                        format!(
-                            "parent {} is not a directory",
-                            String::from_utf8_lossy(&parent)
-                        ),
+                        format!("parent {} is not a directory", String::from_utf8_lossy(&parent)),
                     ));
                 }
                 None => self.t.add(cur, c.clone(), implicit_dir()),
@@ -257,9 +226,7 @@ impl TarTree {
                 }
                 None => false,
             },
-            WhiteoutSpec::Overlayfs
-                if meta.mode & libc_ifmt::S_IFMT == libc_ifmt::S_IFCHR && meta.rdev == (0, 0) =>
-            {
+            WhiteoutSpec::Overlayfs if meta.mode & libc_ifmt::S_IFMT == libc_ifmt::S_IFCHR && meta.rdev == (0, 0) => {
                 self.t.entries[parent].whiteouts.push(name.to_vec());
                 true
             }
@@ -269,18 +236,12 @@ impl TarTree {
 
     /// Put `meta` at `comps` (a later entry replaces an earlier one; two
     /// directories merge). Returns the inode index.
-    fn place(
-        &mut self,
-        comps: &[Vec<u8>],
-        mut meta: NodeSpec,
-        path: &[u8],
-    ) -> Result<Option<usize>> {
+    fn place(&mut self, comps: &[Vec<u8>], mut meta: NodeSpec, path: &[u8]) -> Result<Option<usize>> {
         let is_dir = meta.mode & libc_ifmt::S_IFMT == libc_ifmt::S_IFDIR;
         let mut opaque = false;
         if self.whiteout == WhiteoutSpec::Overlayfs && is_dir {
             let before = meta.xattrs.len();
-            meta.xattrs
-                .retain(|(k, v)| !(k == OVERLAY_OPAQUE_XATTR && v == b"y"));
+            meta.xattrs.retain(|(k, v)| !(k == OVERLAY_OPAQUE_XATTR && v == b"y"));
             opaque = meta.xattrs.len() != before;
         }
         let Some((name, dirs)) = comps.split_last() else {
@@ -306,9 +267,7 @@ impl TarTree {
                 self.t.entries[e].inode = self.t.inodes.len() - 1;
                 e
             }
-            _ => self
-                .t
-                .add(parent, name.clone(), Inode { meta, source: None }),
+            _ => self.t.add(parent, name.clone(), Inode { meta, source: None }),
         };
         self.t.entries[idx].opaque |= opaque;
         Ok(Some(self.t.entries[idx].inode))
@@ -316,21 +275,12 @@ impl TarTree {
 
     fn hard_link(&mut self, comps: &[Vec<u8>], target: &[u8], path: &[u8]) -> Result<()> {
         let tcomps = components(target).map_err(|_| {
-            entry_err(
-                path,
-                format!(
-                    "hard link target {} escapes the image root",
-                    String::from_utf8_lossy(target)
-                ),
-            )
+            entry_err(path, format!("hard link target {} escapes the image root", String::from_utf8_lossy(target)))
         })?;
         let Some(te) = self.lookup(&tcomps) else {
             return Err(entry_err(
                 path,
-                format!(
-                    "hard link target {} is not in the archive before it",
-                    String::from_utf8_lossy(target)
-                ),
+                format!("hard link target {} is not in the archive before it", String::from_utf8_lossy(target)),
             ));
         };
         if self.t.inode_of(te).is_dir() || tcomps.is_empty() {
@@ -374,10 +324,7 @@ impl<R: Read> Stream<R> {
             match self.r.read(&mut buf[got..]) {
                 Ok(0) if got == 0 => return Ok(false),
                 Ok(0) => {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        "archive ends inside a header",
-                    ))
+                    return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "archive ends inside a header"))
                 }
                 Ok(n) => got += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -419,30 +366,13 @@ fn padding(size: u64) -> u64 {
 
 /// The header checksum (unsigned, or signed as some old writers did).
 fn checksum_ok(block: &[u8; 512]) -> bool {
-    let field: Vec<u8> = block[148..156]
-        .iter()
-        .copied()
-        .filter(|&b| b != 0 && b != b' ')
-        .collect();
-    let Some(stored) = std::str::from_utf8(&field)
-        .ok()
-        .and_then(|f| i64::from_str_radix(f, 8).ok())
-    else {
+    let field: Vec<u8> = block[148..156].iter().copied().filter(|&b| b != 0 && b != b' ').collect();
+    let Some(stored) = std::str::from_utf8(&field).ok().and_then(|f| i64::from_str_radix(f, 8).ok()) else {
         return false;
     };
     let cks = |b: u8, signed: bool| if signed { b as i8 as i64 } else { b as i64 };
     let sum = |signed: bool| -> i64 {
-        block
-            .iter()
-            .enumerate()
-            .map(|(i, &b)| {
-                if (148..156).contains(&i) {
-                    b' ' as i64
-                } else {
-                    cks(b, signed)
-                }
-            })
-            .sum()
+        block.iter().enumerate().map(|(i, &b)| if (148..156).contains(&i) { b' ' as i64 } else { cks(b, signed) }).sum()
     };
     stored == sum(false) || stored == sum(true)
 }
@@ -469,25 +399,17 @@ pub fn read_tar(
 ) -> Result<Tree> {
     let input: Box<dyn Read + Send> = match compression {
         TarCompression::None => input,
-        TarCompression::Gzip => Box::new(GzErrors(flate2::read::MultiGzDecoder::new(
-            std::io::BufReader::with_capacity(1 << 20, input),
-        ))),
+        TarCompression::Gzip => {
+            Box::new(GzErrors(flate2::read::MultiGzDecoder::new(std::io::BufReader::with_capacity(1 << 20, input))))
+        }
     };
-    let mut st = Stream {
-        r: std::io::BufReader::with_capacity(1 << 20, input),
-    };
-    let mut tt = TarTree {
-        t: Tree::new(implicit_dir()),
-        whiteout,
-    };
+    let mut st = Stream { r: std::io::BufReader::with_capacity(1 << 20, input) };
+    let mut tt = TarTree { t: Tree::new(implicit_dir()), whiteout };
     let mut skipped = 0u64;
     let mut last: Vec<u8> = Vec::new();
     let stream_err = |last: &[u8], e: std::io::Error| {
-        let after = if last.is_empty() {
-            String::new()
-        } else {
-            format!(" after entry {}", String::from_utf8_lossy(last))
-        };
+        let after =
+            if last.is_empty() { String::new() } else { format!(" after entry {}", String::from_utf8_lossy(last)) };
         BuildError::Invalid(format!("{src}: invalid or truncated archive{after}: {e}"))
     };
     let mut block = [0u8; 512];
@@ -512,15 +434,9 @@ pub fn read_tar(
         let kind = h.entry_type();
         let hpath = h.path_bytes().into_owned();
         match kind {
-            EntryType::XHeader
-            | EntryType::XGlobalHeader
-            | EntryType::GNULongName
-            | EntryType::GNULongLink => {
+            EntryType::XHeader | EntryType::XGlobalHeader | EntryType::GNULongName | EntryType::GNULongLink => {
                 if hsize > MAX_EXTENSION {
-                    return Err(entry_err(
-                        &hpath,
-                        format!("extension header of {hsize} bytes is too large"),
-                    ));
+                    return Err(entry_err(&hpath, format!("extension header of {hsize} bytes is too large")));
                 }
                 let data = st.read_vec(hsize).map_err(|e| entry_err(&hpath, e))?;
                 st.skip(padding(hsize)).map_err(|e| entry_err(&hpath, e))?;
@@ -556,8 +472,7 @@ pub fn read_tar(
         }
         // Data of other entries (e.g. hard links with data) is skipped.
         let left = data.limit();
-        st.skip(left + padding(size))
-            .map_err(|e| entry_err(&path, format!("data truncated: {e}")))?;
+        st.skip(left + padding(size)).map_err(|e| entry_err(&path, format!("data truncated: {e}")))?;
     }
     // Read to the end: a gzip stream is only known intact (CRC, length)
     // once its trailer is read, and a writer on a pipe sees no EPIPE.
@@ -580,13 +495,9 @@ fn entry_node(
     skipped: &mut u64,
 ) -> Result<Option<usize>> {
     let comps = components(path)?;
-    let field = |r: std::io::Result<u64>, what: &str| {
-        r.map_err(|err| entry_err(path, format!("bad {what} field: {err}")))
-    };
-    let mode = h
-        .mode()
-        .map_err(|err| entry_err(path, format!("bad mode field: {err}")))?
-        & 0o7777;
+    let field =
+        |r: std::io::Result<u64>, what: &str| r.map_err(|err| entry_err(path, format!("bad {what} field: {err}")));
+    let mode = h.mode().map_err(|err| entry_err(path, format!("bad mode field: {err}")))? & 0o7777;
     let uid = id32(
         path,
         "uid",
@@ -617,14 +528,7 @@ fn entry_node(
         }
     }
     xattrs.sort();
-    let mut meta = NodeSpec {
-        uid,
-        gid,
-        mtime,
-        mtime_nsec,
-        xattrs,
-        ..Default::default()
-    };
+    let mut meta = NodeSpec { uid, gid, mtime, mtime_nsec, xattrs, ..Default::default() };
     let ifmt = match kind {
         EntryType::Regular | EntryType::Continuous => libc_ifmt::S_IFREG,
         EntryType::Directory => libc_ifmt::S_IFDIR,
@@ -636,15 +540,8 @@ fn entry_node(
             tt.hard_link(&comps, link, path)?;
             return Ok(None);
         }
-        EntryType::GNUSparse => {
-            return Err(entry_err(path, "GNU sparse entries are not supported"))
-        }
-        other => {
-            return Err(entry_err(
-                path,
-                format!("unsupported entry type {:?}", other.as_byte() as char),
-            ))
-        }
+        EntryType::GNUSparse => return Err(entry_err(path, "GNU sparse entries are not supported")),
+        other => return Err(entry_err(path, format!("unsupported entry type {:?}", other.as_byte() as char))),
     };
     if pax.sparse {
         return Err(entry_err(path, "PAX sparse entries are not supported"));
@@ -654,10 +551,7 @@ fn entry_node(
         libc_ifmt::S_IFREG => meta.size = size,
         libc_ifmt::S_IFLNK => {
             if link.is_empty() || link.len() > 4096 {
-                return Err(entry_err(
-                    path,
-                    "symlink target empty or longer than 4096 bytes",
-                ));
+                return Err(entry_err(path, "symlink target empty or longer than 4096 bytes"));
             }
             meta.size = link.len() as u64;
             meta.symlink = link.to_vec();
@@ -665,35 +559,26 @@ fn entry_node(
         libc_ifmt::S_IFCHR | libc_ifmt::S_IFBLK => {
             let major = match pax.devmajor {
                 Some(v) => v,
-                None => h
-                    .device_major()
-                    .map_err(|err| entry_err(path, format!("bad device field: {err}")))?
-                    .unwrap_or(0),
+                None => {
+                    h.device_major().map_err(|err| entry_err(path, format!("bad device field: {err}")))?.unwrap_or(0)
+                }
             };
             let minor = match pax.devminor {
                 Some(v) => v,
-                None => h
-                    .device_minor()
-                    .map_err(|err| entry_err(path, format!("bad device field: {err}")))?
-                    .unwrap_or(0),
+                None => {
+                    h.device_minor().map_err(|err| entry_err(path, format!("bad device field: {err}")))?.unwrap_or(0)
+                }
             };
             meta.rdev = (major, minor);
         }
         _ => {}
     }
     let inode = tt.place(&comps, meta, path)?;
-    Ok(if ifmt == libc_ifmt::S_IFREG {
-        inode
-    } else {
-        None
-    })
+    Ok(if ifmt == libc_ifmt::S_IFREG { inode } else { None })
 }
 
 /// Chunks of inodes replaced by later entries are dropped with them.
-pub fn attach_chunks(
-    tree: &mut Tree,
-    chunks: HashMap<usize, Vec<nydus_format::writer::ChunkSpec>>,
-) {
+pub fn attach_chunks(tree: &mut Tree, chunks: HashMap<usize, Vec<nydus_format::writer::ChunkSpec>>) {
     for (i, list) in chunks {
         tree.inodes[i].meta.chunks = list;
     }
@@ -705,16 +590,10 @@ mod tests {
 
     #[test]
     fn names_are_normalised_and_confined() {
-        assert_eq!(
-            components(b"./a/./b/").unwrap(),
-            [b"a".to_vec(), b"b".to_vec()]
-        );
+        assert_eq!(components(b"./a/./b/").unwrap(), [b"a".to_vec(), b"b".to_vec()]);
         assert_eq!(components(b"a/../b").unwrap(), [b"b".to_vec()]);
         assert!(components(b"./").unwrap().is_empty());
-        assert!(components(b"../evil")
-            .unwrap_err()
-            .to_string()
-            .contains("../evil"));
+        assert!(components(b"../evil").unwrap_err().to_string().contains("../evil"));
         assert!(components(b"a/../../evil").is_err());
         assert!(components(b"/etc/x").is_err());
     }
@@ -722,11 +601,7 @@ mod tests {
     #[test]
     fn pax_records_are_binary_safe() {
         let mut data = Vec::new();
-        for (k, v) in [
-            (&b"SCHILY.xattr.user.x"[..], &b"a\nb\0c"[..]),
-            (b"path", b"p/q"),
-            (b"mtime", b"-1.5"),
-        ] {
+        for (k, v) in [(&b"SCHILY.xattr.user.x"[..], &b"a\nb\0c"[..]), (b"path", b"p/q"), (b"mtime", b"-1.5")] {
             let body = [k, b"=", v, b"\n"].concat();
             let mut len = body.len() + 2;
             if (len.to_string().len() + 1 + body.len()) != len {
@@ -745,15 +620,9 @@ mod tests {
 
     #[test]
     fn pax_times() {
-        assert_eq!(
-            parse_pax_time(b"1700000000.5"),
-            Some((1_700_000_000, 500_000_000))
-        );
+        assert_eq!(parse_pax_time(b"1700000000.5"), Some((1_700_000_000, 500_000_000)));
         assert_eq!(parse_pax_time(b"12"), Some((12, 0)));
-        assert_eq!(
-            parse_pax_time(b"-1.25"),
-            Some(((-2i64) as u64, 750_000_000))
-        );
+        assert_eq!(parse_pax_time(b"-1.25"), Some(((-2i64) as u64, 750_000_000)));
         assert_eq!(parse_pax_time(b"-3"), Some(((-3i64) as u64, 0)));
         assert_eq!(parse_pax_time(b"1.1234567891"), Some((1, 123_456_789)));
         assert_eq!(parse_pax_time(b"x"), None);

@@ -107,11 +107,7 @@ pub struct DataFile {
 impl Tree {
     /// A tree holding only the root directory `root`.
     pub fn new(root: Inode) -> Self {
-        Self {
-            entries: vec![Entry::default()],
-            inodes: vec![root],
-            skipped_xattrs: 0,
-        }
+        Self { entries: vec![Entry::default()], inodes: vec![root], skipped_xattrs: 0 }
     }
 
     /// Add `inode` as a new inode and name it `name` in directory `parent`.
@@ -123,11 +119,7 @@ impl Tree {
     /// Add a name for the existing inode `inode` in directory `parent`.
     pub fn link(&mut self, parent: usize, name: Vec<u8>, inode: usize) -> usize {
         let idx = self.entries.len();
-        self.entries.push(Entry {
-            name: name.clone(),
-            inode,
-            ..Default::default()
-        });
+        self.entries.push(Entry { name: name.clone(), inode, ..Default::default() });
         self.entries[parent].children.insert(name, idx);
         idx
     }
@@ -166,11 +158,7 @@ impl Tree {
             let entry = &self.entries[e];
             let holder = *first.entry(entry.inode).or_insert(idx);
             let mut n = self.inodes[entry.inode].meta.clone();
-            n.name = if idx == 0 {
-                Vec::new()
-            } else {
-                entry.name.clone()
-            };
+            n.name = if idx == 0 { Vec::new() } else { entry.name.clone() };
             n.parent = parent;
             n.children = Vec::new();
             n.ino = holder as u32 + 1;
@@ -197,11 +185,7 @@ impl Tree {
             let ino = &self.inodes[i];
             if let Some(path) = &ino.source {
                 if ino.is_reg() && ino.meta.size > 0 && seen.insert(i) {
-                    out.push(DataFile {
-                        inode: i,
-                        path: path.clone(),
-                        size: ino.meta.size,
-                    });
+                    out.push(DataFile { inode: i, path: path.clone(), size: ino.meta.size });
                 }
             }
         }
@@ -220,19 +204,10 @@ impl Tree {
     /// Copy the subtree of upper entry `u` into this tree as a new entry
     /// (not yet linked into a directory). Whiteouts inside it have nothing
     /// below them and are dropped.
-    fn import_subtree(
-        &mut self,
-        upper: &Tree,
-        u: usize,
-        remap: &mut HashMap<usize, usize>,
-    ) -> usize {
+    fn import_subtree(&mut self, upper: &Tree, u: usize, remap: &mut HashMap<usize, usize>) -> usize {
         let root = self.entries.len();
         let inode = self.import_inode(upper, upper.entries[u].inode, remap);
-        self.entries.push(Entry {
-            name: upper.entries[u].name.clone(),
-            inode,
-            ..Default::default()
-        });
+        self.entries.push(Entry { name: upper.entries[u].name.clone(), inode, ..Default::default() });
         let mut stack = vec![(root, u)];
         while let Some((mine, theirs)) = stack.pop() {
             for (name, &uc) in &upper.entries[theirs].children {
@@ -263,8 +238,7 @@ impl Tree {
                 let existing = self.entries[lower].children.get(name).copied();
                 match existing {
                     Some(lc) if upper.inode_of(uc).is_dir() && self.inode_of(lc).is_dir() => {
-                        self.entries[lc].inode =
-                            self.import_inode(upper, upper.entries[uc].inode, &mut remap);
+                        self.entries[lc].inode = self.import_inode(upper, upper.entries[uc].inode, &mut remap);
                         stack.push((lc, uc));
                     }
                     _ => {
@@ -282,24 +256,11 @@ mod tests {
     use super::*;
 
     fn dir() -> Inode {
-        Inode {
-            meta: NodeSpec {
-                mode: libc_ifmt::S_IFDIR | 0o755,
-                ..Default::default()
-            },
-            source: None,
-        }
+        Inode { meta: NodeSpec { mode: libc_ifmt::S_IFDIR | 0o755, ..Default::default() }, source: None }
     }
 
     fn file(size: u64) -> Inode {
-        Inode {
-            meta: NodeSpec {
-                mode: libc_ifmt::S_IFREG | 0o644,
-                size,
-                ..Default::default()
-            },
-            source: None,
-        }
+        Inode { meta: NodeSpec { mode: libc_ifmt::S_IFREG | 0o644, size, ..Default::default() }, source: None }
     }
 
     fn names(t: &Tree) -> Vec<String> {

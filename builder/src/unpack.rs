@@ -50,7 +50,11 @@ impl Read for ChunkRead<'_> {
                 if d.len() == want {
                     Ok(d)
                 } else {
-                    Err(BuildError::BadChunk { blob_id: self.boot.blobs[c.blob_index as usize].blob_id.clone(), ci_index: c.ci_index, reason: format!("chunk holds {} bytes, file needs {want}", d.len()) })
+                    Err(BuildError::BadChunk {
+                        blob_id: self.boot.blobs[c.blob_index as usize].blob_id.clone(),
+                        ci_index: c.ci_index,
+                        reason: format!("chunk holds {} bytes, file needs {want}", d.len()),
+                    })
                 }
             });
             match data {
@@ -127,7 +131,9 @@ pub fn unpack(bootstrap: &Path, blob: Option<&Path>, blob_dir: Option<&Path>, ou
     let mut first_name: HashMap<u64, Vec<u8>> = HashMap::new();
     let walked = boot.walk(|path, _entry, ino| {
         let rel: Vec<u8> = if path == b"/" { b"./".to_vec() } else { path[1..].to_vec() };
-        let map = |e: std::io::Error| -> nydus_format::FormatError { nydus_format::FormatError::Encode(format!("writing {}: {e}", output.display())) };
+        let map = |e: std::io::Error| -> nydus_format::FormatError {
+            nydus_format::FormatError::Encode(format!("writing {}: {e}", output.display()))
+        };
         let xattrs = boot.xattrs(ino)?;
         let mut h = Header::new_gnu();
         h.set_mode(ino.mode & 0o7777);
@@ -181,7 +187,17 @@ pub fn unpack(bootstrap: &Path, blob: Option<&Path>, blob_dir: Option<&Path>, ou
             h.set_size(ino.size);
             h.set_cksum();
             let chunks = boot.chunks(ino)?;
-            let reader = ChunkRead { boot: &boot, blobs: &blobs, chunks, size: ino.size, chunk_size: boot.sb.chunk_size as u64, next: 0, buf: Vec::new(), pos: 0, err: &err };
+            let reader = ChunkRead {
+                boot: &boot,
+                blobs: &blobs,
+                chunks,
+                size: ino.size,
+                chunk_size: boot.sb.chunk_size as u64,
+                next: 0,
+                buf: Vec::new(),
+                pos: 0,
+                err: &err,
+            };
             tar.append(&h, reader).map_err(map)?;
             rep.bytes += ino.size;
         } else {

@@ -31,12 +31,7 @@ pub struct Args {
     #[arg(short = 'A', long)]
     pub apisock: Option<PathBuf>,
     /// FUSE worker threads.
-    #[arg(
-        short = 'T',
-        long = "thread-num",
-        visible_alias = "fuse-threads",
-        default_value_t = 4
-    )]
+    #[arg(short = 'T', long = "thread-num", visible_alias = "fuse-threads", default_value_t = 4)]
     pub thread_num: usize,
     /// File listing paths (one per line) to prefetch after mounting.
     #[arg(short = 'P', long)]

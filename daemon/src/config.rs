@@ -57,10 +57,7 @@ pub struct DaemonConfig {
 /// complete line naming the file and key) for the caller to log.
 pub fn load_file(path: &Path) -> Result<(DaemonConfig, Vec<String>), ConfigError> {
     let file = path.display().to_string();
-    let read_error = |source| ConfigError::Read {
-        file: file.clone(),
-        source,
-    };
+    let read_error = |source| ConfigError::Read { file: file.clone(), source };
     let size = std::fs::metadata(path).map_err(read_error)?.len();
     if size > MAX_FILE_SIZE {
         return Err(ConfigError::TooLarge { file, size });
@@ -77,17 +74,10 @@ pub fn parse_str(text: &str, origin: &str) -> Result<(DaemonConfig, Vec<String>)
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut doc = parse_tree(text, &ctx)?;
     let Some(top) = doc.as_object_mut() else {
-        return Err(ctx.invalid(
-            "",
-            "expected an object of configuration keys; see docs/nydusd-config.md",
-        ));
+        return Err(ctx.invalid("", "expected an object of configuration keys; see docs/nydusd-config.md"));
     };
     let version = match top.remove("version") {
-        None if ["backend", "cache", "rafs"]
-            .iter()
-            .any(|k| top.contains_key(*k))
-            && !top.contains_key("device") =>
-        {
+        None if ["backend", "cache", "rafs"].iter().any(|k| top.contains_key(*k)) && !top.contains_key("device") => {
             return Err(ctx.invalid(
                 "version",
                 "missing: the file has v2 sections (`backend`, `cache`, `rafs`); add `version = 2` at the top",
@@ -96,20 +86,11 @@ pub fn parse_str(text: &str, origin: &str) -> Result<(DaemonConfig, Vec<String>)
         None => 1,
         Some(v) => match v.as_u64() {
             Some(n @ (1 | 2)) => n as u32,
-            _ => {
-                return Err(ConfigError::Version {
-                    file: ctx.file.clone(),
-                    found: v.to_string(),
-                })
-            }
+            _ => return Err(ConfigError::Version { file: ctx.file.clone(), found: v.to_string() }),
         },
     };
     ctx.version = version;
-    let config = if version == 2 {
-        v2::load(&mut ctx, doc)?
-    } else {
-        v1::load(&mut ctx, doc)?
-    };
+    let config = if version == 2 { v2::load(&mut ctx, doc)? } else { v1::load(&mut ctx, doc)? };
     // By key: the tree keeps no document order, and sections are read in
     // two passes.
     let mut warnings = ctx.warnings;
@@ -123,28 +104,16 @@ pub fn parse_str(text: &str, origin: &str) -> Result<(DaemonConfig, Vec<String>)
 /// so they never collide with the blobs), in direct mode without digest
 /// validation.
 pub fn localfs_dir_config(dir: &Path) -> DaemonConfig {
-    let localfs = LocalFsConfig {
-        dir: Some(dir.to_path_buf()),
-        ..Default::default()
-    };
+    let localfs = LocalFsConfig { dir: Some(dir.to_path_buf()), ..Default::default() };
     let cache = CacheConfig {
         kind: CacheKind::Blobcache,
         work_dir: dir.to_path_buf(),
         digest_validate: false,
         ..Default::default()
     };
-    let fs = FsConfig {
-        mode: "direct".to_string(),
-        digest_validate: false,
-        iostats_files: false,
-        ..Default::default()
-    };
-    DaemonConfig {
-        id: None,
-        backend: BackendConfig::LocalFs(localfs),
-        cache,
-        fs,
-    }
+    let fs =
+        FsConfig { mode: "direct".to_string(), digest_validate: false, iostats_files: false, ..Default::default() };
+    DaemonConfig { id: None, backend: BackendConfig::LocalFs(localfs), cache, fs }
 }
 
 /// Parses the text as JSON, else as TOML, into one value tree. When both
@@ -167,24 +136,11 @@ fn parse_tree(text: &str, ctx: &Ctx) -> Result<Value, ConfigError> {
     };
     if text.trim_start().starts_with(['{', '[']) {
         let message = json_error.to_string();
-        let suffix = format!(
-            " at line {} column {}",
-            json_error.line(),
-            json_error.column()
-        );
-        let message = message
-            .strip_suffix(&suffix)
-            .unwrap_or(&message)
-            .to_string();
-        return Err(syntax(
-            "JSON",
-            (json_error.line(), json_error.column()),
-            message,
-        ));
+        let suffix = format!(" at line {} column {}", json_error.line(), json_error.column());
+        let message = message.strip_suffix(&suffix).unwrap_or(&message).to_string();
+        return Err(syntax("JSON", (json_error.line(), json_error.column()), message));
     }
-    let at = toml_error
-        .span()
-        .map_or((1, 1), |span| line_column(text, span.start));
+    let at = toml_error.span().map_or((1, 1), |span| line_column(text, span.start));
     Err(syntax("TOML", at, toml_error.message().to_string()))
 }
 

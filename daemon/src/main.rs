@@ -40,15 +40,9 @@ fn init_logging(args: &cli::Args) -> Result<()> {
         "info" | "warn" | "error" => format!("{},fuse_backend_rs=warn", args.log_level),
         other => other.to_string(),
     };
-    let filter = tracing_subscriber::EnvFilter::try_new(&spec).with_context(|| {
-        format!(
-            "invalid --log-level {:?} (use trace, debug, info, warn or error)",
-            args.log_level
-        )
-    })?;
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false);
+    let filter = tracing_subscriber::EnvFilter::try_new(&spec)
+        .with_context(|| format!("invalid --log-level {:?} (use trace, debug, info, warn or error)", args.log_level))?;
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
     match &args.log_file {
         Some(p) => {
             let f = std::fs::OpenOptions::new()
@@ -56,21 +50,15 @@ fn init_logging(args: &cli::Args) -> Result<()> {
                 .append(true)
                 .open(p)
                 .with_context(|| format!("cannot open log file {}", p.display()))?;
-            b.with_ansi(false)
-                .with_writer(std::sync::Mutex::new(f))
-                .init();
+            b.with_ansi(false).with_writer(std::sync::Mutex::new(f)).init();
         }
-        None => b
-            .with_ansi(std::io::stderr().is_terminal())
-            .with_writer(std::io::stderr)
-            .init(),
+        None => b.with_ansi(std::io::stderr().is_terminal()).with_writer(std::io::stderr).init(),
     }
     Ok(())
 }
 
 fn load_bootstrap(path: &std::path::Path) -> Result<Bootstrap<Vec<u8>>> {
-    let data =
-        std::fs::read(path).with_context(|| format!("cannot read bootstrap {}", path.display()))?;
+    let data = std::fs::read(path).with_context(|| format!("cannot read bootstrap {}", path.display()))?;
     Bootstrap::parse(data).with_context(|| format!("invalid bootstrap {}", path.display()))
 }
 
@@ -78,14 +66,8 @@ fn prefetch_paths(args: &cli::Args) -> Result<Vec<String>> {
     let Some(p) = &args.prefetch_files else {
         return Ok(Vec::new());
     };
-    let text = std::fs::read_to_string(p)
-        .with_context(|| format!("cannot read prefetch list {}", p.display()))?;
-    Ok(text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(String::from)
-        .collect())
+    let text = std::fs::read_to_string(p).with_context(|| format!("cannot read prefetch list {}", p.display()))?;
+    Ok(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from).collect())
 }
 
 fn run(args: cli::Args) -> Result<()> {
@@ -98,37 +80,25 @@ fn run(args: cli::Args) -> Result<()> {
             cfg
         }
         (None, Some(d)) => config::localfs_dir_config(d),
-        (None, None) => bail!("no configuration: pass --config FILE, or --localfs-dir DIR for blobs in a local directory"),
+        (None, None) => {
+            bail!("no configuration: pass --config FILE, or --localfs-dir DIR for blobs in a local directory")
+        }
     };
     if args.apisock.is_some() {
         tracing::warn!("the control API is not part of this build yet; --apisock is ignored");
     }
-    let id = args
-        .id
-        .clone()
-        .or(cfg.id.clone())
-        .unwrap_or_else(|| "nydusd".into());
+    let id = args.id.clone().or(cfg.id.clone()).unwrap_or_else(|| "nydusd".into());
     let paths = prefetch_paths(&args)?;
     let boot = load_bootstrap(&args.bootstrap)?;
     server::clean_stale_mountpoint(&args.mountpoint)?;
     let backend = new_backend(&cfg.backend).context("cannot set up the storage backend")?;
-    let cache = BlobCacheManager::new(cfg.cache.clone(), backend)
-        .context("cannot set up the blob cache")?;
-    let rafs =
-        Arc::new(Rafs::new(boot, &cache, cfg.fs.clone()).context("cannot open the image's blobs")?);
+    let cache = BlobCacheManager::new(cfg.cache.clone(), backend).context("cannot set up the blob cache")?;
+    let rafs = Arc::new(Rafs::new(boot, &cache, cfg.fs.clone()).context("cannot open the image's blobs")?);
     let (tx, rx) = mpsc::channel();
-    let mounted = Mounted::start(
-        RafsFs::new(rafs.clone()),
-        &args.mountpoint,
-        args.thread_num,
-        tx.clone(),
-    )?;
+    let mounted = Mounted::start(RafsFs::new(rafs.clone()), &args.mountpoint, args.thread_num, tx.clone())?;
     tracing::info!(id = %id, mountpoint = %args.mountpoint.display(), bootstrap = %args.bootstrap.display(), blobs = rafs.blobs().len(), "image mounted");
     let prefetcher = start_prefetch(&rafs, &cfg.fs.prefetch, &paths);
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-    ])?;
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?;
     let handle = signals.handle();
     std::thread::spawn(move || {
         if let Some(sig) = signals.forever().next() {
@@ -148,19 +118,12 @@ fn run(args: cli::Args) -> Result<()> {
     Ok(())
 }
 
-fn start_prefetch(
-    rafs: &Arc<Rafs>,
-    cfg: &nydus_storage::PrefetchConfig,
-    paths: &[String],
-) -> Option<Prefetcher> {
+fn start_prefetch(rafs: &Arc<Rafs>, cfg: &nydus_storage::PrefetchConfig, paths: &[String]) -> Option<Prefetcher> {
     if !cfg.enable && paths.is_empty() {
         return None;
     }
     let per_blob: Vec<Vec<u32>> = if cfg.prefetch_all {
-        rafs.blobs()
-            .iter()
-            .map(|b| (0..b.chunk_count()).collect())
-            .collect()
+        rafs.blobs().iter().map(|b| (0..b.chunk_count()).collect()).collect()
     } else {
         match rafs.prefetch_chunks(paths) {
             Ok(v) => v,

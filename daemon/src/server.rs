@@ -36,12 +36,7 @@ pub fn clean_stale_mountpoint(mp: &Path) -> Result<()> {
             }
             Ok(())
         }
-        Err(e) => Err(e).with_context(|| {
-            format!(
-                "mountpoint {} is not usable (create it first)",
-                mp.display()
-            )
-        }),
+        Err(e) => Err(e).with_context(|| format!("mountpoint {} is not usable (create it first)", mp.display())),
     }
 }
 
@@ -54,40 +49,31 @@ pub struct Mounted {
 impl Mounted {
     /// Mount `fs` at `mp` and start `threads` workers; each reports its exit on `events`.
     pub fn start(fs: RafsFs, mp: &Path, threads: usize, events: Sender<Event>) -> Result<Self> {
-        let mut session =
-            FuseSession::new(mp, "nydusfs", "rafs", true).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut session = FuseSession::new(mp, "nydusfs", "rafs", true).map_err(|e| anyhow::anyhow!("{e}"))?;
         session.set_allow_other(true);
-        session
-            .mount()
-            .map_err(|e| anyhow::anyhow!("cannot mount {}: {e}", mp.display()))?;
+        session.mount().map_err(|e| anyhow::anyhow!("cannot mount {}: {e}", mp.display()))?;
         let server = Arc::new(Server::new(fs));
         let mut workers = Vec::new();
         for n in 0..threads.max(1) {
-            let mut ch = session
-                .new_channel()
-                .map_err(|e| anyhow::anyhow!("cannot open FUSE channel: {e}"))?;
+            let mut ch = session.new_channel().map_err(|e| anyhow::anyhow!("cannot open FUSE channel: {e}"))?;
             let (server, events) = (server.clone(), events.clone());
-            let h = std::thread::Builder::new()
-                .name(format!("fuse-{n}"))
-                .spawn(move || {
-                    loop {
-                        match ch.get_request() {
-                            Ok(Some((reader, writer))) => {
-                                if let Err(e) =
-                                    server.handle_message(reader, writer.into(), None, None)
-                                {
-                                    tracing::debug!(error = %e, "FUSE reply failed");
-                                }
-                            }
-                            Ok(None) => break,
-                            Err(e) => {
-                                tracing::debug!(error = %e, "FUSE channel closed");
-                                break;
+            let h = std::thread::Builder::new().name(format!("fuse-{n}")).spawn(move || {
+                loop {
+                    match ch.get_request() {
+                        Ok(Some((reader, writer))) => {
+                            if let Err(e) = server.handle_message(reader, writer.into(), None, None) {
+                                tracing::debug!(error = %e, "FUSE reply failed");
                             }
                         }
+                        Ok(None) => break,
+                        Err(e) => {
+                            tracing::debug!(error = %e, "FUSE channel closed");
+                            break;
+                        }
                     }
-                    let _ = events.send(Event::WorkerExit);
-                })?;
+                }
+                let _ = events.send(Event::WorkerExit);
+            })?;
             workers.push(h);
         }
         Ok(Self { session, workers })

@@ -109,12 +109,7 @@ pub fn encode_trailer(
     let ci_compressed_size = stored.len() as u64;
     let mut bytes = stored;
     bytes.extend_from_slice(header.as_bytes());
-    Ok(BlobTrailer {
-        ci_compressor,
-        ci_uncompressed_size: plain.len() as u64,
-        ci_compressed_size,
-        bytes,
-    })
+    Ok(BlobTrailer { ci_compressor, ci_uncompressed_size: plain.len() as u64, ci_compressed_size, bytes })
 }
 
 /// What the bootstrap says about a blob's ci array (from its blob entry).
@@ -193,18 +188,31 @@ mod tests {
 
     #[test]
     fn ci_v1_roundtrip() {
-        for (co, cs, uo, us) in [(0, 1, 0, 1), (12345, 0x100000, 0x1000, 0x100000), (1 << 39, 0xffffff, 0xfff_0000_0000, 0x1000000)] {
-            let c = ChunkLocation { compressed_offset: co, compressed_size: cs, uncompressed_offset: uo, uncompressed_size: us };
+        for (co, cs, uo, us) in
+            [(0, 1, 0, 1), (12345, 0x100000, 0x1000, 0x100000), (1 << 39, 0xffffff, 0xfff_0000_0000, 0x1000000)]
+        {
+            let c = ChunkLocation {
+                compressed_offset: co,
+                compressed_size: cs,
+                uncompressed_offset: uo,
+                uncompressed_size: us,
+            };
             assert_eq!(decode_ci_v1(&encode_ci_v1(&c).unwrap()), c);
         }
-        let bad = ChunkLocation { uncompressed_offset: 1, uncompressed_size: 1, compressed_size: 1, ..Default::default() };
+        let bad =
+            ChunkLocation { uncompressed_offset: 1, uncompressed_size: 1, compressed_size: 1, ..Default::default() };
         assert!(encode_ci_v1(&bad).is_err());
     }
 
     #[test]
     fn trailer_roundtrip_and_checks() {
         let chunks: Vec<_> = (0..100u64)
-            .map(|i| ChunkLocation { compressed_offset: i * 100, compressed_size: 100, uncompressed_offset: i * 4096, uncompressed_size: 4000 })
+            .map(|i| ChunkLocation {
+                compressed_offset: i * 100,
+                compressed_size: 100,
+                uncompressed_offset: i * 4096,
+                uncompressed_size: 4000,
+            })
             .collect();
         let t = encode_trailer(&chunks, Compressor::Zstd, 0x4000_0001, 10_000).unwrap();
         let d = CiDescriptor {

@@ -100,22 +100,19 @@ impl Compressor {
         let err = |algo, reason: String| FormatError::Codec { algo, op: "decompression", reason };
         let out = match self {
             Self::None => data.to_vec(),
-            Self::Lz4Block => lz4_flex::block::decompress(data, out_len)
-                .map_err(|e| err("lz4_block", e.to_string()))?,
+            Self::Lz4Block => {
+                lz4_flex::block::decompress(data, out_len).map_err(|e| err("lz4_block", e.to_string()))?
+            }
             Self::Zstd => {
                 let mut out = Vec::with_capacity(out_len);
-                let mut dec =
-                    zstd::bulk::Decompressor::new().map_err(|e| err("zstd", e.to_string()))?;
+                let mut dec = zstd::bulk::Decompressor::new().map_err(|e| err("zstd", e.to_string()))?;
                 dec.decompress_to_buffer(data, &mut out).map_err(|e| err("zstd", e.to_string()))?;
                 out
             }
             Self::Gzip => return Err(err("gzip", "gzip chunks are not supported".into())),
         };
         if out.len() != out_len {
-            return Err(err(
-                self.name(),
-                format!("produced {} bytes, expected {out_len}", out.len()),
-            ));
+            return Err(err(self.name(), format!("produced {} bytes, expected {out_len}", out.len())));
         }
         Ok(out)
     }

@@ -49,12 +49,8 @@ pub fn encode(entries: &[DirEntry]) -> Result<Vec<u8>> {
         let block_base = out.len();
         let mut nameoff = 12 * (end - start);
         for e in &entries[start..end] {
-            let d = Dirent {
-                nid: U64::new(e.nid),
-                nameoff: U16::new(nameoff as u16),
-                file_type: e.file_type,
-                reserved: 0,
-            };
+            let d =
+                Dirent { nid: U64::new(e.nid), nameoff: U16::new(nameoff as u16), file_type: e.file_type, reserved: 0 };
             out.extend_from_slice(d.as_bytes());
             nameoff += e.name.len();
         }

@@ -269,12 +269,7 @@ pub fn read_at<T: FromBytes + KnownLayout + Immutable + Copy>(
     let len = std::mem::size_of::<T>() as u64;
     let slice = slice_at(buf, offset, len, what)?;
     // The slice has exactly size_of::<T>() bytes, so this cannot fail.
-    T::read_from_bytes(slice).map_err(|_| crate::FormatError::OutOfBounds {
-        what,
-        offset,
-        len,
-        size: buf.len() as u64,
-    })
+    T::read_from_bytes(slice).map_err(|_| crate::FormatError::OutOfBounds { what, offset, len, size: buf.len() as u64 })
 }
 
 /// Borrow `len` bytes of `buf` at `offset`, checking bounds.

@@ -329,7 +329,10 @@ impl<B: AsRef<[u8]>> Bootstrap<B> {
         }
         if pt.1 > 0 {
             check_table(size, pt.0, pt.1 as u64, "prefetch table")?;
-            if !pt.1.is_multiple_of(4) || overlaps(pt.0, pt.1 as u64, bt_off, bt_size) || overlaps(pt.0, pt.1 as u64, ct.0, ct.1) {
+            if !pt.1.is_multiple_of(4)
+                || overlaps(pt.0, pt.1 as u64, bt_off, bt_size)
+                || overlaps(pt.0, pt.1 as u64, ct.0, ct.1)
+            {
                 return Err(sb_err("prefetch table is misaligned or overlaps another table"));
             }
         }
@@ -468,7 +471,10 @@ impl<B: AsRef<[u8]>> Bootstrap<B> {
         if tail > 0 {
             let at = inode.offset + inode.inode_size() + inode.xattr_size;
             if at % BLOCK_SIZE + tail > BLOCK_SIZE {
-                return Err(FormatError::Inode { nid: inode.nid, reason: "inline data crosses a block boundary".into() });
+                return Err(FormatError::Inode {
+                    nid: inode.nid,
+                    reason: "inline data crosses a block boundary".into(),
+                });
             }
             out.extend_from_slice(slice_at(data, at, tail, "inline inode data")?);
         }
@@ -523,7 +529,10 @@ impl<B: AsRef<[u8]>> Bootstrap<B> {
     fn data_blocks(&self, inode: &Inode) -> Result<Vec<&[u8]>> {
         let data = self.bytes();
         if inode.size > data.len() as u64 {
-            return Err(FormatError::Inode { nid: inode.nid, reason: format!("size {} exceeds the image", inode.size) });
+            return Err(FormatError::Inode {
+                nid: inode.nid,
+                reason: format!("size {} exceeds the image", inode.size),
+            });
         }
         let (full, tail) = data_split(inode);
         let mut out: Vec<&[u8]> = Vec::new();
@@ -534,7 +543,10 @@ impl<B: AsRef<[u8]>> Bootstrap<B> {
         if tail > 0 {
             let at = inode.offset + inode.inode_size() + inode.xattr_size;
             if at % BLOCK_SIZE + tail > BLOCK_SIZE {
-                return Err(FormatError::Inode { nid: inode.nid, reason: "inline data crosses a block boundary".into() });
+                return Err(FormatError::Inode {
+                    nid: inode.nid,
+                    reason: "inline data crosses a block boundary".into(),
+                });
             }
             out.push(slice_at(data, at, tail, "inline inode data")?);
         }
@@ -581,7 +593,12 @@ impl<B: AsRef<[u8]>> Bootstrap<B> {
         let count = count.min(total - first);
         let base = (inode.offset + inode.inode_size() + inode.xattr_size).div_ceil(8) * 8;
         // The whole array must lie inside the image, even if only part is read.
-        slice_at(self.bytes(), base, total.checked_mul(8).ok_or_else(|| err("size overflows".into()))?, "chunk index array")?;
+        slice_at(
+            self.bytes(),
+            base,
+            total.checked_mul(8).ok_or_else(|| err("size overflows".into()))?,
+            "chunk index array",
+        )?;
         let raw = slice_at(self.bytes(), base + first * 8, count * 8, "chunk index array")?;
         let mut out = Vec::with_capacity(count as usize);
         for e in raw.chunks_exact(8) {
@@ -594,7 +611,10 @@ impl<B: AsRef<[u8]>> Bootstrap<B> {
             let ci_index = c.c_blob_addr_lo.get() as u32 | (((hi >> 8) as u32) << 16);
             let blob = &self.blobs[dev as usize - 1];
             if ci_index >= blob.chunk_count {
-                return Err(err(format!("chunk index {ci_index} beyond blob {}'s {} chunks", blob.blob_id, blob.chunk_count)));
+                return Err(err(format!(
+                    "chunk index {ci_index} beyond blob {}'s {} chunks",
+                    blob.blob_id, blob.chunk_count
+                )));
             }
             out.push(ChunkIndex { blob_index: dev - 1, ci_index, blkaddr: c.c_blk_addr.get() });
         }
@@ -629,7 +649,10 @@ impl<B: AsRef<[u8]>> Bootstrap<B> {
                 || c.compressed_size == 0
                 || c.uncompressed_offset.saturating_add(c.uncompressed_size as u64) > blob.uncompressed_size
             {
-                return Err(FormatError::Chunk(format!("record {i} (blob {}, chunk {}) has invalid sizes or index", c.blob_index, c.index)));
+                return Err(FormatError::Chunk(format!(
+                    "record {i} (blob {}, chunk {}) has invalid sizes or index",
+                    c.blob_index, c.index
+                )));
             }
             out.push(c);
         }
@@ -638,9 +661,9 @@ impl<B: AsRef<[u8]>> Bootstrap<B> {
 
     /// The chunk record for `(blob_index, ci_index)`.
     pub fn chunk_info(&self, c: &ChunkIndex) -> Result<ChunkInfo> {
-        let map = self.chunk_map.get_or_init(|| {
-            Ok(self.chunk_records()?.into_iter().map(|r| ((r.blob_index, r.index), r)).collect())
-        });
+        let map = self
+            .chunk_map
+            .get_or_init(|| Ok(self.chunk_records()?.into_iter().map(|r| ((r.blob_index, r.index), r)).collect()));
         let map = map.as_ref().map_err(Clone::clone)?;
         let r = map.get(&(c.blob_index, c.ci_index)).ok_or_else(|| {
             FormatError::Chunk(format!("no chunk record for blob {} chunk {}", c.blob_index, c.ci_index))
@@ -658,7 +681,11 @@ impl<B: AsRef<[u8]>> Bootstrap<B> {
     pub fn prefetch_nids(&self) -> Result<Vec<u64>> {
         let (off, size) = self.sb.prefetch_table;
         let raw = slice_at(self.bytes(), off, size as u64, "prefetch table")?;
-        Ok(raw.chunks_exact(4).map(|b| u32::from_le_bytes(b.try_into().expect("4")) as u64).take_while(|&n| n != 0).collect())
+        Ok(raw
+            .chunks_exact(4)
+            .map(|b| u32::from_le_bytes(b.try_into().expect("4")) as u64)
+            .take_while(|&n| n != 0)
+            .collect())
     }
 
     /// Walk the tree depth-first in name order, calling `f(path, entry, inode)`
@@ -680,7 +707,10 @@ impl<B: AsRef<[u8]>> Bootstrap<B> {
             let first = dir.i_u as u64;
             for b in first..first + data_split(&dir).0.div_ceil(BLOCK_SIZE) {
                 if !dir_blocks.insert(b) {
-                    return Err(FormatError::Directory { nid: dir.nid, reason: format!("data block {b} is shared with another directory") });
+                    return Err(FormatError::Directory {
+                        nid: dir.nid,
+                        reason: format!("data block {b} is shared with another directory"),
+                    });
                 }
             }
             let mut subdirs = Vec::new();
@@ -690,7 +720,13 @@ impl<B: AsRef<[u8]>> Bootstrap<B> {
                 }
                 let ino = self.inode(e.nid)?;
                 if crate::writer::file_type_of(ino.mode) != e.file_type {
-                    return Err(FormatError::Directory { nid: dir.nid, reason: format!("entry {:?} file type disagrees with its inode", String::from_utf8_lossy(&e.name)) });
+                    return Err(FormatError::Directory {
+                        nid: dir.nid,
+                        reason: format!(
+                            "entry {:?} file type disagrees with its inode",
+                            String::from_utf8_lossy(&e.name)
+                        ),
+                    });
                 }
                 let mut p = path.clone();
                 p.push(b'/');
@@ -698,7 +734,10 @@ impl<B: AsRef<[u8]>> Bootstrap<B> {
                 f(&p, &e, &ino)?;
                 if ino.is_dir() {
                     if !seen_dirs.insert(ino.nid) {
-                        return Err(FormatError::Directory { nid: ino.nid, reason: "directory reached twice (cycle or shared directory)".into() });
+                        return Err(FormatError::Directory {
+                            nid: ino.nid,
+                            reason: "directory reached twice (cycle or shared directory)".into(),
+                        });
                     }
                     subdirs.push((p, ino));
                 }

@@ -216,16 +216,29 @@ fn validate_spec(spec: &ImageSpec) -> Result<()> {
             }
         }
         if kind(n) == libc_ifmt::S_IFLNK && (n.symlink.is_empty() || n.symlink.len() > 4096) {
-            return Err(enc(format!("symlink {:?}: target length {} not in 1..=4096", String::from_utf8_lossy(&n.name), n.symlink.len())));
+            return Err(enc(format!(
+                "symlink {:?}: target length {} not in 1..=4096",
+                String::from_utf8_lossy(&n.name),
+                n.symlink.len()
+            )));
         }
         if kind(n) == libc_ifmt::S_IFREG && n.link_to.is_none() {
             let want = n.size.div_ceil(spec.chunk_size as u64);
             if n.chunks.len() as u64 != want {
-                return Err(enc(format!("file {:?}: {} chunks for size {}", String::from_utf8_lossy(&n.name), n.chunks.len(), n.size)));
+                return Err(enc(format!(
+                    "file {:?}: {} chunks for size {}",
+                    String::from_utf8_lossy(&n.name),
+                    n.chunks.len(),
+                    n.size
+                )));
             }
             for c in &n.chunks {
                 if c.blob_index as usize >= spec.blobs.len() || c.ci_index > MAX_CHUNKS_PER_BLOB {
-                    return Err(enc(format!("file {:?}: chunk refers to missing blob {}", String::from_utf8_lossy(&n.name), c.blob_index)));
+                    return Err(enc(format!(
+                        "file {:?}: chunk refers to missing blob {}",
+                        String::from_utf8_lossy(&n.name),
+                        c.blob_index
+                    )));
                 }
             }
         }
@@ -249,7 +262,11 @@ fn dir_entries(spec: &ImageSpec, i: usize, nids: &[u64]) -> Vec<DirEntry> {
     v.push(DirEntry { name: b"..".to_vec(), nid: nids[n.parent], file_type: file_type::DIR });
     for &c in &n.children {
         let t = target(c);
-        v.push(DirEntry { name: spec.nodes[c].name.clone(), nid: nids[t], file_type: file_type_of(spec.nodes[t].mode) });
+        v.push(DirEntry {
+            name: spec.nodes[c].name.clone(),
+            nid: nids[t],
+            file_type: file_type_of(spec.nodes[t].mode),
+        });
     }
     v.sort_by(|a, b| a.name.cmp(&b.name));
     v
@@ -269,7 +286,9 @@ pub fn write_bootstrap(spec: &ImageSpec) -> Result<Vec<u8>> {
     let mut nlink = vec![1u32; spec.nodes.len()];
     for (i, n) in spec.nodes.iter().enumerate() {
         if is_dir(n) {
-            nlink[i] = 2 + n.children.iter().filter(|&&c| spec.nodes[c].link_to.is_none() && is_dir(&spec.nodes[c])).count() as u32;
+            nlink[i] =
+                2 + n.children.iter().filter(|&&c| spec.nodes[c].link_to.is_none() && is_dir(&spec.nodes[c])).count()
+                    as u32;
         }
     }
     for n in &spec.nodes {
@@ -393,7 +412,8 @@ pub fn write_bootstrap(spec: &ImageSpec) -> Result<Vec<u8>> {
     }
 
     // Superblocks, device slots, blob table, prefetch table.
-    let mut sb_flags = spec.compressor.sb_flag() | spec.digester.sb_flag() | flags::EXPLICIT_UID_GID | flags::ENCRYPTION_NONE;
+    let mut sb_flags =
+        spec.compressor.sb_flag() | spec.digester.sb_flag() | flags::EXPLICIT_UID_GID | flags::ENCRYPTION_NONE;
     if any_xattr {
         sb_flags |= flags::HAS_XATTR;
     }
@@ -559,7 +579,9 @@ fn write_inode(buf: &mut [u8], spec: &ImageSpec, i: usize, p: &Placement, nids: 
         for (k, c) in n.chunks.iter().enumerate() {
             let idx = ChunkIndexOnDisk {
                 c_blob_addr_lo: U16::new(c.ci_index as u16),
-                c_blob_addr_hi: U16::new(((c.blob_index + 1) as u16 & 0xff) | (((c.ci_index >> 16) as u16 & 0xff) << 8)),
+                c_blob_addr_hi: U16::new(
+                    ((c.blob_index + 1) as u16 & 0xff) | (((c.ci_index >> 16) as u16 & 0xff) << 8),
+                ),
                 c_blk_addr: U32::new(
                     u32::try_from(c.uncompressed_offset / BLOCK_SIZE)
                         .map_err(|_| FormatError::Encode("blob too large".into()))?,

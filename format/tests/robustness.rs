@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use nydus_format::blob_meta::{decode_trailer, encode_trailer, ChunkLocation, CiDescriptor};
 use nydus_format::ondisk::BLOCK_SIZE;
 use nydus_format::reader::Bootstrap;
+use nydus_format::writer::write_bootstrap;
 use nydus_format::{dir, xattr, Compressor};
 use support::traverse::traverse;
-use nydus_format::writer::write_bootstrap;
 use support::tree::{sample_images, Tree};
 
 /// splitmix64: tiny, deterministic, good enough for picking mutations.
@@ -186,7 +186,10 @@ fn mutated_bootstraps_never_panic() {
             walked += (o.parsed && o.errors == 0) as u64;
         }
     }
-    eprintln!("{total} mutated images: {parsed} parsed, {walked} fully readable; slowest {slowest:?}, {:?} total", start.elapsed());
+    eprintln!(
+        "{total} mutated images: {parsed} parsed, {walked} fully readable; slowest {slowest:?}, {:?} total",
+        start.elapsed()
+    );
     assert!(parsed * 4 > total, "mutations should mostly keep the superblock valid");
 }
 
@@ -241,7 +244,12 @@ fn mutated_directory_and_xattr_blocks_never_panic() {
 #[test]
 fn mutated_blob_trailers_never_panic() {
     let chunks: Vec<ChunkLocation> = (0..64u64)
-        .map(|i| ChunkLocation { compressed_offset: i * 2000, compressed_size: 2000, uncompressed_offset: i * 4096, uncompressed_size: 4096 })
+        .map(|i| ChunkLocation {
+            compressed_offset: i * 2000,
+            compressed_size: 2000,
+            uncompressed_offset: i * 4096,
+            uncompressed_size: 4096,
+        })
         .collect();
     let mut rng = Rng(13);
     let values = interesting_values(8192);
@@ -297,7 +305,8 @@ fn walk_rejects_directories_sharing_blocks() {
     let d0 = boot.inode(boot.lookup(&root, b"d000").unwrap().unwrap().nid).unwrap();
     assert!(d0.compact && d0.size > 4 * BLOCK_SIZE);
     let full = d0.size / BLOCK_SIZE * BLOCK_SIZE;
-    let others: Vec<u64> = (1..300).map(|i| boot.lookup(&root, format!("d{i:03}").as_bytes()).unwrap().unwrap().nid).collect();
+    let others: Vec<u64> =
+        (1..300).map(|i| boot.lookup(&root, format!("d{i:03}").as_bytes()).unwrap().unwrap().nid).collect();
     let others: Vec<u64> = others.into_iter().map(|nid| boot.inode(nid).unwrap().offset).collect();
     for off in others {
         // Compact inode: i_format at 0 (FLAT_PLAIN), i_size at 8, i_u at 16.
@@ -353,7 +362,8 @@ fn regressions() {
     };
     let err = decode_trailer(&d, &bytes).unwrap_err();
     assert!(err.to_string().contains("exceed"), "{err}");
-    let one = ChunkLocation { compressed_offset: 0, compressed_size: 10, uncompressed_offset: 0, uncompressed_size: 10 };
+    let one =
+        ChunkLocation { compressed_offset: 0, compressed_size: 10, uncompressed_offset: 0, uncompressed_size: 10 };
     let t = encode_trailer(&[one], Compressor::None, 1, 10).unwrap();
     let d = CiDescriptor {
         ci_offset: 10,
@@ -383,7 +393,12 @@ fn dump_seeds() {
     }
 
     let chunks: Vec<ChunkLocation> = (0..20u64)
-        .map(|i| ChunkLocation { compressed_offset: i * 1000, compressed_size: 1000 + i as u32, uncompressed_offset: i * 8192, uncompressed_size: 4097 + 100 * i as u32 })
+        .map(|i| ChunkLocation {
+            compressed_offset: i * 1000,
+            compressed_size: 1000 + i as u32,
+            uncompressed_offset: i * 8192,
+            uncompressed_size: 4097 + 100 * i as u32,
+        })
         .collect();
     for compressor in [Compressor::None, Compressor::Zstd, Compressor::Lz4Block] {
         let t = encode_trailer(&chunks, compressor, 0x4000_0001, 20 * 1000 + 19).unwrap();
@@ -405,7 +420,11 @@ fn dump_seeds() {
 
     for n in [0u32, 3, 300] {
         let mut entries: Vec<dir::DirEntry> = (0..n)
-            .map(|i| dir::DirEntry { name: format!("name-{}", "x".repeat(i as usize % 40)).into_bytes(), nid: 200 + i as u64, file_type: 1 + (i % 7) as u8 })
+            .map(|i| dir::DirEntry {
+                name: format!("name-{}", "x".repeat(i as usize % 40)).into_bytes(),
+                nid: 200 + i as u64,
+                file_type: 1 + (i % 7) as u8,
+            })
             .collect();
         for (i, e) in entries.iter_mut().enumerate() {
             e.name.extend_from_slice(format!("{i:04}").as_bytes());

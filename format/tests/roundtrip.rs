@@ -103,7 +103,10 @@ fn check_blobs<B: AsRef<[u8]>>(spec: &ImageSpec, boot: &Bootstrap<B>) {
         assert_eq!((b.compressor, b.digester, b.features), (s.compressor, s.digester, s.features));
         assert_eq!((b.compressed_size, b.uncompressed_size), (s.compressed_size, s.uncompressed_size));
         assert_eq!(b.ci_compressor, s.ci_compressor.id());
-        assert_eq!((b.ci_offset, b.ci_compressed_size, b.ci_uncompressed_size), (s.ci_offset, s.ci_compressed_size, s.ci_uncompressed_size));
+        assert_eq!(
+            (b.ci_offset, b.ci_compressed_size, b.ci_uncompressed_size),
+            (s.ci_offset, s.ci_compressed_size, s.ci_uncompressed_size)
+        );
         assert_eq!(b.device_blocks as u64 * BLOCK_SIZE, s.uncompressed_size);
         assert!(b.data_supported().is_ok());
     }
@@ -117,14 +120,16 @@ fn check_inode<B: AsRef<[u8]>>(spec: &ImageSpec, boot: &Bootstrap<B>, t: usize, 
     assert_eq!((ino.mtime, ino.mtime_nsec), (n.mtime, n.mtime_nsec), "{what}: mtime");
     assert_eq!(ino.ino, n.ino, "{what}: ino");
     assert_eq!(ino.nlink, nlink, "{what}: nlink");
-    let fits_compact = n.mtime == 0 && n.mtime_nsec == 0 && n.uid <= 0xffff && n.gid <= 0xffff && ino.size <= u32::MAX as u64;
+    let fits_compact =
+        n.mtime == 0 && n.mtime_nsec == 0 && n.uid <= 0xffff && n.gid <= 0xffff && ino.size <= u32::MAX as u64;
     assert_eq!(ino.compact, fits_compact, "{what}: inode form");
     assert_eq!(boot.xattrs(ino).unwrap(), n.xattrs, "{what}: xattrs");
     assert_eq!(boot.inode(ino.nid).unwrap(), *ino);
     match n.mode & ifmt::S_IFMT {
         ifmt::S_IFDIR => {
             let entries = boot.read_dir(ino).unwrap();
-            let mut want: Vec<(Vec<u8>, u64)> = n.children.iter().map(|&c| (spec.nodes[c].name.clone(), nids[c])).collect();
+            let mut want: Vec<(Vec<u8>, u64)> =
+                n.children.iter().map(|&c| (spec.nodes[c].name.clone(), nids[c])).collect();
             want.push((b".".to_vec(), nids[t]));
             want.push((b"..".to_vec(), nids[n.parent]));
             want.sort();
@@ -277,7 +282,8 @@ fn large_file_needs_extended_inode() {
 fn directories_spanning_blocks() {
     let mut t = Tree::new();
     let big = t.dir(0, b"big");
-    let mut names: Vec<Vec<u8>> = vec![b"!a".to_vec(), b"-x".to_vec(), b" sp".to_vec(), b".a".to_vec(), b"...".to_vec(), b"\xff\xfe".to_vec()];
+    let mut names: Vec<Vec<u8>> =
+        vec![b"!a".to_vec(), b"-x".to_vec(), b" sp".to_vec(), b".a".to_vec(), b"...".to_vec(), b"\xff\xfe".to_vec()];
     for i in 0..1994usize {
         let len = 1 + (i * 37) % 255;
         let mut name = format!("{i}-").into_bytes();
@@ -314,7 +320,10 @@ fn directories_spanning_blocks() {
     assert_eq!(entries[0].name, b" sp");
     assert_eq!(entries[1].name, b"!a");
     assert_eq!(entries[2].name, b"-x");
-    assert_eq!((&entries[3].name[..], &entries[4].name[..], &entries[5].name[..]), (&b"."[..], &b".."[..], &b"..."[..]));
+    assert_eq!(
+        (&entries[3].name[..], &entries[4].name[..], &entries[5].name[..]),
+        (&b"."[..], &b".."[..], &b"..."[..])
+    );
     assert_eq!(entries.last().unwrap().name, b"\xff\xfe");
     assert!(entries.windows(2).all(|w| w[0].name < w[1].name));
     let k = names.iter().position(|n| n.len() == 255).unwrap();
@@ -415,7 +424,12 @@ fn chunk_indexes_and_records() {
     mixed.push(chunk(0, 5, cs, size, 100));
     let b = t.file(0, b"b", size + 100, mixed);
     // Chunks need not be in blob order; (0, 5) is shared with `b`.
-    let c = t.file(0, b"c", 2 * cs as u64 + 100, vec![chunk(2, 9, cs, 0, cs), chunk(2, 0, cs, cs as u64, cs), chunk(0, 5, cs, 2 * cs as u64, 100)]);
+    let c = t.file(
+        0,
+        b"c",
+        2 * cs as u64 + 100,
+        vec![chunk(2, 9, cs, 0, cs), chunk(2, 0, cs, cs as u64, cs), chunk(0, 5, cs, 2 * cs as u64, 100)],
+    );
     let blobs = vec![fake_blob(0, 6, cs), fake_blob(1, 0x100_0000, cs), fake_blob(2, 10, cs)];
     let spec = t.spec(cs, blobs, vec![a, c, b]);
     let (bytes, nids) = roundtrip(&spec);
@@ -436,7 +450,12 @@ fn maximum_blob_count() {
     let mut t = Tree::new();
     let blobs: Vec<_> = (0..MAX_BLOBS as u32).map(|i| fake_blob(i, 2, cs)).collect();
     for i in [0u32, 1, 127, 128, 252, 253] {
-        t.file(0, format!("f{i}").as_bytes(), cs as u64 + 1, vec![chunk(i, 1, cs, 0, cs), chunk(i, 0, cs, cs as u64, 1)]);
+        t.file(
+            0,
+            format!("f{i}").as_bytes(),
+            cs as u64 + 1,
+            vec![chunk(i, 1, cs, 0, cs), chunk(i, 0, cs, cs as u64, 1)],
+        );
     }
     let spec = t.spec(cs, blobs, (1..=6).collect());
     let (bytes, _) = roundtrip(&spec);

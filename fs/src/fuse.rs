@@ -131,7 +131,14 @@ impl FileSystem for RafsFs {
         Ok((self.rafs.attr(inode, &i), self.rafs.config().attr_timeout))
     }
 
-    fn setattr(&self, _: &Context, _: u64, _: stat64, _: Option<u64>, _: SetattrValid) -> io::Result<(stat64, Duration)> {
+    fn setattr(
+        &self,
+        _: &Context,
+        _: u64,
+        _: stat64,
+        _: Option<u64>,
+        _: SetattrValid,
+    ) -> io::Result<(stat64, Duration)> {
         erofs()
     }
 
@@ -167,7 +174,13 @@ impl FileSystem for RafsFs {
         erofs()
     }
 
-    fn open(&self, _ctx: &Context, inode: u64, flags: u32, _fuse_flags: u32) -> io::Result<(Option<u64>, OpenOptions, Option<u32>)> {
+    fn open(
+        &self,
+        _ctx: &Context,
+        inode: u64,
+        flags: u32,
+        _fuse_flags: u32,
+    ) -> io::Result<(Option<u64>, OpenOptions, Option<u32>)> {
         let acc = flags as i32 & libc::O_ACCMODE;
         if acc != libc::O_RDONLY || flags as i32 & libc::O_TRUNC != 0 {
             return erofs();
@@ -186,7 +199,13 @@ impl FileSystem for RafsFs {
         Ok((None, OpenOptions::empty(), None))
     }
 
-    fn create(&self, _: &Context, _: u64, _: &CStr, _: CreateIn) -> io::Result<(Entry, Option<u64>, OpenOptions, Option<u32>)> {
+    fn create(
+        &self,
+        _: &Context,
+        _: u64,
+        _: &CStr,
+        _: CreateIn,
+    ) -> io::Result<(Entry, Option<u64>, OpenOptions, Option<u32>)> {
         erofs()
     }
 

@@ -176,11 +176,7 @@ impl Rafs {
             .boot
             .read_dir(&dir)?
             .into_iter()
-            .map(|e| Entry {
-                ino: self.ino_of(e.nid),
-                dtype: dtype(file_type_mode(e.file_type)),
-                name: e.name,
-            })
+            .map(|e| Entry { ino: self.ino_of(e.nid), dtype: dtype(file_type_mode(e.file_type)), name: e.name })
             .collect())
     }
 
@@ -244,7 +240,10 @@ impl Rafs {
         let (first, last) = (offset / cs, (end - 1) / cs);
         let wanted = self.boot.chunk_range(&i, first, last - first + 1)?;
         if wanted.len() as u64 != last - first + 1 {
-            return Err(FsError::Format(nydus_format::FormatError::Inode { nid: i.nid, reason: "chunk array shorter than the file".into() }));
+            return Err(FsError::Format(nydus_format::FormatError::Inode {
+                nid: i.nid,
+                reason: "chunk array shorter than the file".into(),
+            }));
         }
         // Fetch everything the request needs first, so missing neighbours
         // are merged into as few backend reads as possible.

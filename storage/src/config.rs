@@ -172,12 +172,6 @@ pub struct PrefetchConfig {
 
 impl Default for PrefetchConfig {
     fn default() -> Self {
-        Self {
-            enable: false,
-            threads_count: 4,
-            merging_size: 1 << 20,
-            bandwidth_rate: 0,
-            prefetch_all: false,
-        }
+        Self { enable: false, threads_count: 4, merging_size: 1 << 20, bandwidth_rate: 0, prefetch_all: false }
     }
 }

@@ -19,9 +19,7 @@ pub enum StorageError {
     #[error("invalid blob id {0:?}: blob ids must be plain file names")]
     InvalidBlobId(String),
     /// No backend location holds the blob.
-    #[error(
-        "blob {blob_id} not found (tried {tried}); check the backend's dir/alt_dirs/blob_file"
-    )]
+    #[error("blob {blob_id} not found (tried {tried}); check the backend's dir/alt_dirs/blob_file")]
     BlobNotFound {
         /// Blob id.
         blob_id: String,
@@ -108,9 +106,7 @@ pub enum StorageError {
         source: FormatError,
     },
     /// A fetched chunk does not match its digest in the bootstrap.
-    #[error(
-        "blob {blob_id} chunk {ci}: digest mismatch (corrupt blob or a bootstrap for other data)"
-    )]
+    #[error("blob {blob_id} chunk {ci}: digest mismatch (corrupt blob or a bootstrap for other data)")]
     DigestMismatch {
         /// Blob id.
         blob_id: String,
@@ -118,7 +114,9 @@ pub enum StorageError {
         ci: u32,
     },
     /// Another thread's fetch of the chunk did not finish in time.
-    #[error("blob {blob_id} chunk {ci}: gave up after {secs:.1}s waiting for another thread's fetch (backend stalled?)")]
+    #[error(
+        "blob {blob_id} chunk {ci}: gave up after {secs:.1}s waiting for another thread's fetch (backend stalled?)"
+    )]
     FetchTimeout {
         /// Blob id.
         blob_id: String,
@@ -192,11 +190,7 @@ pub type Result<T> = std::result::Result<T, StorageError>;
 impl StorageError {
     /// An [`StorageError::Io`] for `op` on `path`.
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
-        Self::Io {
-            op,
-            path: path.into(),
-            source,
-        }
+        Self::Io { op, path: path.into(), source }
     }
 }
 
@@ -206,36 +200,17 @@ mod tests {
 
     #[test]
     fn messages_name_blob_and_cause() {
-        let e = StorageError::BlobNotFound {
-            blob_id: "abc".into(),
-            tried: "/a/abc, /b/abc".into(),
-        };
+        let e = StorageError::BlobNotFound { blob_id: "abc".into(), tried: "/a/abc, /b/abc".into() };
         assert_eq!(
             e.to_string(),
             "blob abc not found (tried /a/abc, /b/abc); check the backend's dir/alt_dirs/blob_file"
         );
-        let e = StorageError::DigestMismatch {
-            blob_id: "abc".into(),
-            ci: 7,
-        };
-        assert_eq!(
-            e.to_string(),
-            "blob abc chunk 7: digest mismatch (corrupt blob or a bootstrap for other data)"
-        );
-        let e = StorageError::Locked {
-            dir: "/var/cache".into(),
-        };
+        let e = StorageError::DigestMismatch { blob_id: "abc".into(), ci: 7 };
+        assert_eq!(e.to_string(), "blob abc chunk 7: digest mismatch (corrupt blob or a bootstrap for other data)");
+        let e = StorageError::Locked { dir: "/var/cache".into() };
         assert!(e.to_string().contains("/var/cache/.lock"), "{e}");
         assert!(e.to_string().contains("another nydusd"), "{e}");
-        let e = StorageError::io(
-            "writing",
-            "/x/y.blob.data",
-            io::Error::from_raw_os_error(libc::ENOSPC),
-        );
-        assert!(
-            e.to_string()
-                .starts_with("writing /x/y.blob.data failed: No space left"),
-            "{e}"
-        );
+        let e = StorageError::io("writing", "/x/y.blob.data", io::Error::from_raw_os_error(libc::ENOSPC));
+        assert!(e.to_string().starts_with("writing /x/y.blob.data failed: No space left"), "{e}");
     }
 }

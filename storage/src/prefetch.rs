@@ -53,9 +53,7 @@ struct Inner {
 
 impl std::fmt::Debug for Prefetcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Prefetcher")
-            .field("stopped", &self.inner.stopped())
-            .finish()
+        f.debug_struct("Prefetcher").field("stopped", &self.inner.stopped()).finish()
     }
 }
 
@@ -63,12 +61,8 @@ impl Prefetcher {
     /// Start `threads_count` workers (at least one). `cfg.enable` is the
     /// caller's business: a prefetcher always runs what is submitted.
     pub fn new(cfg: &PrefetchConfig) -> Self {
-        let bucket = (cfg.bandwidth_rate > 0).then(|| {
-            Mutex::new(TokenBucket::new(
-                cfg.bandwidth_rate,
-                cfg.merging_size.max(cfg.bandwidth_rate),
-            ))
-        });
+        let bucket = (cfg.bandwidth_rate > 0)
+            .then(|| Mutex::new(TokenBucket::new(cfg.bandwidth_rate, cfg.merging_size.max(cfg.bandwidth_rate))));
         let inner = Arc::new(Inner {
             queue: Mutex::default(),
             work: Condvar::new(),
@@ -80,27 +74,18 @@ impl Prefetcher {
         let mut workers = Vec::new();
         for i in 0..cfg.threads_count.max(1) {
             let inner = inner.clone();
-            match std::thread::Builder::new()
-                .name(format!("nydus-prefetch-{i}"))
-                .spawn(move || inner.work_loop())
-            {
+            match std::thread::Builder::new().name(format!("nydus-prefetch-{i}")).spawn(move || inner.work_loop()) {
                 Ok(h) => workers.push(h),
                 Err(e) => error!("cannot start prefetch worker {i}: {e}"),
             }
         }
-        Self {
-            inner,
-            workers: Mutex::new(workers),
-        }
+        Self { inner, workers: Mutex::new(workers) }
     }
 
     /// Queue chunks `cis` of `blob` for prefetch (ignored once stopped).
     pub fn submit(&self, blob: Arc<CachedBlob>, cis: Vec<u32>) {
         if self.inner.stopped() {
-            debug!(
-                blob_id = blob.blob_id(),
-                "prefetcher stopped; dropping a prefetch request"
-            );
+            debug!(blob_id = blob.blob_id(), "prefetcher stopped; dropping a prefetch request");
             return;
         }
         lock(&self.inner.queue).jobs.push_back(Job { blob, cis });
@@ -172,12 +157,7 @@ impl Inner {
     fn run(&self, job: &Job) {
         let blob = &job.blob;
         let mut seen = HashSet::new();
-        let todo: Vec<u32> = job
-            .cis
-            .iter()
-            .copied()
-            .filter(|&ci| seen.insert(ci) && !blob.is_cached(ci))
-            .collect();
+        let todo: Vec<u32> = job.cis.iter().copied().filter(|&ci| seen.insert(ci) && !blob.is_cached(ci)).collect();
         let mut failed = false;
         for batch in batches(blob, &todo, self.merging_size) {
             if self.stopped() {
@@ -245,19 +225,13 @@ struct TokenBucket {
 
 impl TokenBucket {
     fn new(rate: u64, burst: u64) -> Self {
-        Self {
-            rate: rate as f64,
-            burst: burst as f64,
-            tokens: burst as f64,
-            last: Instant::now(),
-        }
+        Self { rate: rate as f64, burst: burst as f64, tokens: burst as f64, last: Instant::now() }
     }
 
     /// Take `n` tokens; returns how long to wait before using them.
     fn take(&mut self, n: u64) -> Duration {
         let now = Instant::now();
-        self.tokens =
-            (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
         self.last = now;
         self.tokens -= n as f64;
         if self.tokens >= 0.0 {
@@ -277,9 +251,6 @@ mod tests {
         let mut b = TokenBucket::new(1000, 1000);
         assert_eq!(b.take(1000), Duration::ZERO);
         let w = b.take(500);
-        assert!(
-            w > Duration::from_millis(400) && w <= Duration::from_millis(500),
-            "{w:?}"
-        );
+        assert!(w > Duration::from_millis(400) && w <= Duration::from_millis(500), "{w:?}");
     }
 }

@@ -69,13 +69,7 @@ mod tests {
     #[test]
     fn punch_frees_blocks_and_keeps_size() {
         let t = tempfile::tempdir().unwrap();
-        let f = File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(t.path().join("d"))
-            .unwrap();
+        let f = File::options().read(true).write(true).create(true).truncate(true).open(t.path().join("d")).unwrap();
         f.write_all_at(&[7u8; 65536], 0).unwrap();
         f.sync_all().unwrap();
         let before = f.metadata().unwrap().blocks();

@@ -105,15 +105,7 @@ pub fn chunk_data(seed: u64, ci: usize, len: usize) -> Vec<u8> {
             v
         }
         1 => (0..len).map(|_| rng.next_u64() as u8).collect(),
-        _ => (0..len)
-            .map(|i| {
-                if i % 509 == 0 {
-                    rng.next_u64() as u8
-                } else {
-                    0
-                }
-            })
-            .collect(),
+        _ => (0..len).map(|i| if i % 509 == 0 { rng.next_u64() as u8 } else { 0 }).collect(),
     }
 }
 
@@ -123,17 +115,12 @@ impl TestBlob {
     /// # Panics
     /// On encoding or I/O errors.
     pub fn create(dir: &Path, spec: &BlobSpec) -> Self {
-        let (mut bytes, mut chunks, mut digests, mut locations) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut bytes, mut chunks, mut digests, mut locations) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut uoff = 0u64;
         for ci in 0..spec.chunk_count {
             let last = ci + 1 == spec.chunk_count && spec.chunk_size > 2048;
             let plain = chunk_data(spec.seed, ci, spec.chunk_size - if last { 1234 } else { 0 });
-            let stored = spec
-                .compressor
-                .compress(&plain)
-                .expect("compress")
-                .unwrap_or_else(|| plain.clone());
+            let stored = spec.compressor.compress(&plain).expect("compress").unwrap_or_else(|| plain.clone());
             locations.push(ChunkLocation {
                 compressed_offset: bytes.len() as u64,
                 compressed_size: stored.len() as u32,
@@ -147,13 +134,9 @@ impl TestBlob {
         }
         let features = flags::BLOB_ALIGNED | flags::BLOB_CAP_TAR_TOC;
         let ci_offset = bytes.len() as u64;
-        let trailer =
-            encode_trailer(&locations, spec.compressor, features, ci_offset).expect("trailer");
+        let trailer = encode_trailer(&locations, spec.compressor, features, ci_offset).expect("trailer");
         bytes.extend_from_slice(&trailer.bytes);
-        let blob_id = spec
-            .blob_id
-            .clone()
-            .unwrap_or_else(|| hex::encode(Digester::Sha256.digest(&bytes)));
+        let blob_id = spec.blob_id.clone().unwrap_or_else(|| hex::encode(Digester::Sha256.digest(&bytes)));
         let info = BlobInfo {
             blob_id: blob_id.clone(),
             blob_index: 0,
@@ -173,13 +156,7 @@ impl TestBlob {
         };
         let path = dir.join(&blob_id);
         std::fs::write(&path, &bytes).expect("write blob");
-        Self {
-            path,
-            info,
-            chunks,
-            digests,
-            locations,
-        }
+        Self { path, info, chunks, digests, locations }
     }
 
     /// The blob id.
@@ -190,19 +167,13 @@ impl TestBlob {
 
 /// A localfs backend over `dir`.
 pub fn localfs(dir: &Path) -> Arc<dyn BlobBackend> {
-    crate::new_backend(&BackendConfig::LocalFs(LocalFsConfig {
-        dir: Some(dir.to_path_buf()),
-        ..Default::default()
-    }))
-    .expect("localfs backend")
+    crate::new_backend(&BackendConfig::LocalFs(LocalFsConfig { dir: Some(dir.to_path_buf()), ..Default::default() }))
+        .expect("localfs backend")
 }
 
 /// A blobcache configuration over `work_dir` with defaults otherwise.
 pub fn cache_config(work_dir: &Path) -> CacheConfig {
-    CacheConfig {
-        work_dir: work_dir.to_path_buf(),
-        ..Default::default()
-    }
+    CacheConfig { work_dir: work_dir.to_path_buf(), ..Default::default() }
 }
 
 /// Counters of a [`CountingBackend`].
@@ -233,20 +204,14 @@ pub struct CountingBackend {
 impl CountingBackend {
     /// Count the traffic to `inner`.
     pub fn new(inner: Arc<dyn BlobBackend>) -> Arc<Self> {
-        Arc::new(Self {
-            inner,
-            counts: Arc::default(),
-        })
+        Arc::new(Self { inner, counts: Arc::default() })
     }
 }
 
 impl BlobBackend for CountingBackend {
     fn open_blob(&self, blob_id: &str) -> Result<Arc<dyn BlobReader>> {
         self.counts.opens.fetch_add(1, Ordering::SeqCst);
-        Ok(Arc::new(CountingReader {
-            inner: self.inner.open_blob(blob_id)?,
-            counts: self.counts.clone(),
-        }))
+        Ok(Arc::new(CountingReader { inner: self.inner.open_blob(blob_id)?, counts: self.counts.clone() }))
     }
 }
 

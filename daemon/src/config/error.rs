@@ -11,9 +11,7 @@ use std::io;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file cannot be read (missing, unreadable, not UTF-8).
-    #[error(
-        "{file}: cannot read the configuration file: {source}; check the path and its permissions"
-    )]
+    #[error("{file}: cannot read the configuration file: {source}; check the path and its permissions")]
     Read {
         /// The file, as given.
         file: String,

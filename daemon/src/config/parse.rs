@@ -26,36 +26,22 @@ pub(super) struct Ctx {
 
 impl Ctx {
     pub(super) fn new(file: &str) -> Self {
-        Self {
-            file: file.to_string(),
-            warnings: Vec::new(),
-            version: 1,
-        }
+        Self { file: file.to_string(), warnings: Vec::new(), version: 1 }
     }
 
     /// Records a warning about `key`.
     pub(super) fn warn(&mut self, key: &str, message: impl fmt::Display) {
-        self.warnings
-            .push(format!("{}: {}: {}", self.file, key, message));
+        self.warnings.push(format!("{}: {}: {}", self.file, key, message));
     }
 
     /// An [`ConfigError::Invalid`] for `key`.
     pub(super) fn invalid(&self, key: &str, message: impl fmt::Display) -> ConfigError {
         let key = if key.is_empty() { "<top level>" } else { key };
-        ConfigError::Invalid {
-            file: self.file.clone(),
-            key: key.to_string(),
-            message: message.to_string(),
-        }
+        ConfigError::Invalid { file: self.file.clone(), key: key.to_string(), message: message.to_string() }
     }
 
     /// An [`ConfigError::Unsupported`] for `key`.
-    pub(super) fn unsupported(
-        &self,
-        key: &str,
-        feature: impl fmt::Display,
-        hint: &str,
-    ) -> ConfigError {
+    pub(super) fn unsupported(&self, key: &str, feature: impl fmt::Display, hint: &str) -> ConfigError {
         ConfigError::Unsupported {
             file: self.file.clone(),
             key: key.to_string(),
@@ -67,11 +53,7 @@ impl Ctx {
     /// Deserializes the section at `prefix` (e.g. `device.backend.config`;
     /// empty for the whole file). Unknown keys become warnings; a type
     /// error or a missing required key becomes [`ConfigError::Invalid`].
-    pub(super) fn section<T: DeserializeOwned>(
-        &mut self,
-        value: Value,
-        prefix: &str,
-    ) -> Result<T, ConfigError> {
+    pub(super) fn section<T: DeserializeOwned>(&mut self, value: Value, prefix: &str) -> Result<T, ConfigError> {
         let mut unknown = Vec::new();
         let mut record = |path: serde_ignored::Path| unknown.push(ignored_path(&path));
         let de = serde_ignored::Deserializer::new(value, &mut record);
@@ -89,28 +71,15 @@ impl Ctx {
         }
     }
 
-    fn type_error(
-        &self,
-        prefix: &str,
-        e: &serde_path_to_error::Error<serde_json::Error>,
-    ) -> ConfigError {
+    fn type_error(&self, prefix: &str, e: &serde_path_to_error::Error<serde_json::Error>) -> ConfigError {
         let key = join(prefix, &error_path(e.path()));
         let message = e.inner().to_string();
         // serde reports a missing field at its parent; name the field itself.
-        if let Some(field) = message
-            .strip_prefix("missing field `")
-            .and_then(|m| m.strip_suffix('`'))
-        {
+        if let Some(field) = message.strip_prefix("missing field `").and_then(|m| m.strip_suffix('`')) {
             let key = join(&key, field);
-            return self.invalid(
-                &key,
-                "required key is missing; add it (see docs/nydusd-config.md)",
-            );
+            return self.invalid(&key, "required key is missing; add it (see docs/nydusd-config.md)");
         }
-        self.invalid(
-            &key,
-            format_args!("{message}; fix the value (see docs/nydusd-config.md)"),
-        )
+        self.invalid(&key, format_args!("{message}; fix the value (see docs/nydusd-config.md)"))
     }
 }
 
@@ -132,9 +101,7 @@ fn ignored_path(path: &serde_ignored::Path) -> String {
         P::Root => String::new(),
         P::Seq { parent, index } => format!("{}[{index}]", ignored_path(parent)),
         P::Map { parent, key } => join_nonempty(&ignored_path(parent), key),
-        P::Some { parent } | P::NewtypeStruct { parent } | P::NewtypeVariant { parent } => {
-            ignored_path(parent)
-        }
+        P::Some { parent } | P::NewtypeStruct { parent } | P::NewtypeVariant { parent } => ignored_path(parent),
     }
 }
 
@@ -201,24 +168,18 @@ impl Visitor<'_> for ByteSizeVisitor {
     }
 
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<ByteSize, E> {
-        u64::try_from(v)
-            .map(ByteSize)
-            .map_err(|_| E::invalid_value(de::Unexpected::Signed(v), &self))
+        u64::try_from(v).map(ByteSize).map_err(|_| E::invalid_value(de::Unexpected::Signed(v), &self))
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<ByteSize, E> {
-        parse_byte_size(v)
-            .map(ByteSize)
-            .ok_or_else(|| E::invalid_value(de::Unexpected::Str(v), &self))
+        parse_byte_size(v).map(ByteSize).ok_or_else(|| E::invalid_value(de::Unexpected::Str(v), &self))
     }
 }
 
 /// Parses `"<digits>[ ]<unit>"`; `None` for anything else or on overflow.
 pub(super) fn parse_byte_size(text: &str) -> Option<u64> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (digits, unit) = text.split_at(split);
     let number: u64 = digits.parse().ok()?;
     let multiplier: u64 = match unit.trim_start().to_ascii_lowercase().as_str() {

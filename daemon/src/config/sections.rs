@@ -8,8 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use nydus_storage::config::{
-    BackendConfig, CacheConfig, CacheKind, HttpConfig, LocalFsConfig, PrefetchConfig,
-    RegistryConfig, Secret,
+    BackendConfig, CacheConfig, CacheKind, HttpConfig, LocalFsConfig, PrefetchConfig, RegistryConfig, Secret,
 };
 use serde::Deserialize;
 use serde_json::Value;
@@ -70,10 +69,7 @@ pub(super) struct BackendInput<'a> {
 }
 
 /// Checks the backend type and resolves the section of that type.
-pub(super) fn resolve_backend(
-    ctx: &mut Ctx,
-    input: BackendInput,
-) -> Result<BackendConfig, ConfigError> {
+pub(super) fn resolve_backend(ctx: &mut Ctx, input: BackendInput) -> Result<BackendConfig, ConfigError> {
     let type_key = input.type_key;
     match input.kind {
         "localfs" => resolve_localfs(ctx, input.localfs, input.localfs_key),
@@ -97,16 +93,9 @@ pub(super) fn resolve_backend(
     }
 }
 
-fn resolve_localfs(
-    ctx: &mut Ctx,
-    localfs: Option<LocalFsSection>,
-    key: &str,
-) -> Result<BackendConfig, ConfigError> {
+fn resolve_localfs(ctx: &mut Ctx, localfs: Option<LocalFsSection>, key: &str) -> Result<BackendConfig, ConfigError> {
     let Some(s) = localfs else {
-        return Err(ctx.invalid(
-            key,
-            "missing; the localfs backend needs this section with `dir` or `blob_file`",
-        ));
+        return Err(ctx.invalid(key, "missing; the localfs backend needs this section with `dir` or `blob_file`"));
     };
     if s.dir.is_empty() && s.blob_file.is_empty() {
         return Err(ctx.invalid(
@@ -115,10 +104,7 @@ fn resolve_localfs(
         ));
     }
     if s.readahead {
-        ctx.warn(
-            &join(key, "readahead"),
-            "has no effect (upstream ignores it too); remove it",
-        );
+        ctx.warn(&join(key, "readahead"), "has no effect (upstream ignores it too); remove it");
     }
     let path = |p: String| (!p.is_empty()).then(|| PathBuf::from(p));
     // Fields the storage crate adds later keep their defaults.
@@ -206,24 +192,14 @@ fn default_true() -> bool {
     true
 }
 
-fn resolve_registry(
-    ctx: &mut Ctx,
-    section: Option<RegistrySection>,
-    key: &str,
-) -> Result<BackendConfig, ConfigError> {
+fn resolve_registry(ctx: &mut Ctx, section: Option<RegistrySection>, key: &str) -> Result<BackendConfig, ConfigError> {
     let Some(s) = section else {
-        return Err(ctx.invalid(
-            key,
-            "missing; the registry backend needs this section with `host` and `repo`",
-        ));
+        return Err(ctx.invalid(key, "missing; the registry backend needs this section with `host` and `repo`"));
     };
     if s.scheme != "http" && s.scheme != "https" {
         return Err(ctx.invalid(
             &join(key, "scheme"),
-            format_args!(
-                "`{}` is not a registry scheme; use \"https\" or \"http\"",
-                s.scheme
-            ),
+            format_args!("`{}` is not a registry scheme; use \"https\" or \"http\"", s.scheme),
         ));
     }
     if s.host.is_empty() || s.host.contains(['/', '@', '?', '#']) {
@@ -233,22 +209,12 @@ fn resolve_registry(
         ));
     }
     let repo = s.repo.trim_matches('/');
-    if repo.is_empty()
-        || repo
-            .split('/')
-            .any(|p| p.is_empty() || p == "." || p == "..")
-    {
-        return Err(ctx.invalid(
-            &join(key, "repo"),
-            "must be a repository name such as \"library/ubuntu\"",
-        ));
+    if repo.is_empty() || repo.split('/').any(|p| p.is_empty() || p == "." || p == "..") {
+        return Err(ctx.invalid(&join(key, "repo"), "must be a repository name such as \"library/ubuntu\""));
     }
     for (v, name) in [(&s.blob_url_scheme, "blob_url_scheme")] {
         if !v.is_empty() && v != "http" && v != "https" {
-            return Err(ctx.invalid(
-                &join(key, name),
-                "use \"http\", \"https\" or leave it empty",
-            ));
+            return Err(ctx.invalid(&join(key, name), "use \"http\", \"https\" or leave it empty"));
         }
     }
     let auth = match s.auth.filter(|a| !a.is_empty()) {
@@ -268,10 +234,7 @@ fn resolve_registry(
         }
     }
     if !s.mirrors.is_empty() {
-        ctx.warn(
-            &join(key, "mirrors"),
-            "registry mirrors are not supported yet; blobs are fetched from `host`",
-        );
+        ctx.warn(&join(key, "mirrors"), "registry mirrors are not supported yet; blobs are fetched from `host`");
     }
     let http = HttpSection {
         skip_verify: s.skip_verify,
@@ -296,15 +259,11 @@ fn resolve_registry(
 
 /// Resolves the connection keys of an HTTP backend section at `key`.
 fn resolve_http(ctx: &mut Ctx, s: HttpSection, key: &str) -> Result<HttpConfig, ConfigError> {
-    for (v, name) in [
-        (s.timeout, "timeout"),
-        (s.connect_timeout, "connect_timeout"),
-    ] {
+    for (v, name) in [(s.timeout, "timeout"), (s.connect_timeout, "connect_timeout")] {
         if v == 0 || v > 3600 {
-            return Err(ctx.invalid(
-                &join(key, name),
-                format_args!("{v} seconds is out of range; use 1 to 3600 (default 5)"),
-            ));
+            return Err(
+                ctx.invalid(&join(key, name), format_args!("{v} seconds is out of range; use 1 to 3600 (default 5)"))
+            );
         }
     }
     if let Some(p) = s.proxy.filter(|p| !p.url.is_empty()) {
@@ -333,9 +292,7 @@ fn resolve_http(ctx: &mut Ctx, s: HttpSection, key: &str) -> Result<HttpConfig, 
 
 /// Whether `auth` decodes to `user:password`.
 fn is_base64_user_pass(a: &str) -> bool {
-    decode_base64(a.trim())
-        .and_then(|b| String::from_utf8(b).ok())
-        .is_some_and(|t| t.contains(':'))
+    decode_base64(a.trim()).and_then(|b| String::from_utf8(b).ok()).is_some_and(|t| t.contains(':'))
 }
 
 /// Standard base64 with padding; `None` if malformed.
@@ -404,16 +361,9 @@ pub(super) fn resolve_cache(ctx: &mut Ctx, input: CacheInput) -> Result<CacheCon
     check_batch_size(ctx, amplify_io, amplify_key)?;
     let (compressed, compressed_key) = input.compressed;
     if compressed {
-        ctx.warn(
-            compressed_key,
-            "ignored: cached data is always stored uncompressed",
-        );
+        ctx.warn(compressed_key, "ignored: cached data is always stored uncompressed");
     }
-    let base = CacheConfig {
-        digest_validate: input.digest_validate,
-        amplify_io,
-        ..Default::default()
-    };
+    let base = CacheConfig { digest_validate: input.digest_validate, amplify_io, ..Default::default() };
     match input.kind {
         "" | "dummycache" => Ok(CacheConfig { kind: CacheKind::Dummy, ..base }),
         "blobcache" | "filecache" => {
@@ -446,13 +396,9 @@ fn resolve_filecache(
     key: &str,
     base: CacheConfig,
 ) -> Result<CacheConfig, ConfigError> {
-    for (on, name) in [
-        (s.enable_encryption, "enable_encryption"),
-        (
-            s.enable_convergent_encryption,
-            "enable_convergent_encryption",
-        ),
-    ] {
+    for (on, name) in
+        [(s.enable_encryption, "enable_encryption"), (s.enable_convergent_encryption, "enable_convergent_encryption")]
+    {
         if on {
             return Err(ctx.unsupported(
                 &join(key, name),
@@ -462,10 +408,7 @@ fn resolve_filecache(
         }
     }
     if s.disable_indexed_map {
-        ctx.warn(
-            &join(key, "disable_indexed_map"),
-            "has no effect (deprecated upstream); remove it",
-        );
+        ctx.warn(&join(key, "disable_indexed_map"), "has no effect (deprecated upstream); remove it");
     }
     let work_dir = match s.work_dir {
         Some(dir) if !dir.is_empty() => PathBuf::from(dir),
@@ -485,12 +428,7 @@ fn resolve_filecache(
         }
         other => other.map(|b| b.0),
     };
-    Ok(CacheConfig {
-        kind: CacheKind::Blobcache,
-        work_dir,
-        max_size,
-        ..base
-    })
+    Ok(CacheConfig { kind: CacheKind::Blobcache, work_dir, max_size, ..base })
 }
 
 /// Prefetch settings from either format, before validation.
@@ -565,10 +503,7 @@ fn check_batch_size(ctx: &Ctx, size: u64, key: &str) -> Result<(), ConfigError> 
 pub(super) fn check_mode(ctx: &Ctx, mode: &str, key: &str) -> Result<(), ConfigError> {
     match mode {
         "direct" | "cached" => Ok(()),
-        other => Err(ctx.invalid(
-            key,
-            format_args!("unknown mode `{other}`; use \"direct\" or \"cached\""),
-        )),
+        other => Err(ctx.invalid(key, format_args!("unknown mode `{other}`; use \"direct\" or \"cached\""))),
     }
 }
 

@@ -7,8 +7,7 @@ use nydus_fs::config::FsConfig;
 use std::time::Duration;
 
 use nydus_storage::config::{
-    BackendConfig, CacheConfig, CacheKind, HttpConfig, LocalFsConfig, PrefetchConfig,
-    RegistryConfig, Secret,
+    BackendConfig, CacheConfig, CacheKind, HttpConfig, LocalFsConfig, PrefetchConfig, RegistryConfig, Secret,
 };
 
 use super::parse::parse_byte_size;
@@ -34,10 +33,7 @@ fn error(text: &str) -> String {
 }
 
 fn localfs(dir: &str) -> BackendConfig {
-    BackendConfig::LocalFs(LocalFsConfig {
-        dir: Some(PathBuf::from(dir)),
-        ..Default::default()
-    })
+    BackendConfig::LocalFs(LocalFsConfig { dir: Some(PathBuf::from(dir)), ..Default::default() })
 }
 
 fn localfs_of(config: &DaemonConfig) -> &LocalFsConfig {
@@ -88,35 +84,16 @@ const UPSTREAM_V1_LOCALFS: &str = r#"{
 #[test]
 fn upstream_v1_localfs_sample() {
     let config = load_clean(UPSTREAM_V1_LOCALFS);
-    assert_eq!(
-        config,
-        load_clean(&format!("\u{feff}{UPSTREAM_V1_LOCALFS}")),
-        "byte-order mark"
-    );
+    assert_eq!(config, load_clean(&format!("\u{feff}{UPSTREAM_V1_LOCALFS}")), "byte-order mark");
     let cache = CacheConfig {
         kind: CacheKind::Blobcache,
         work_dir: PathBuf::from("/var/lib/nydus/cache"),
         amplify_io: 1 << 20,
         ..Default::default()
     };
-    let prefetch = PrefetchConfig {
-        threads_count: 8,
-        merging_size: 1 << 20,
-        prefetch_all: true,
-        ..Default::default()
-    };
-    let fs = FsConfig {
-        mode: "direct".into(),
-        enable_xattr: true,
-        prefetch,
-        ..Default::default()
-    };
-    let expected = DaemonConfig {
-        id: None,
-        backend: localfs("/var/lib/nydus/blobs"),
-        cache,
-        fs,
-    };
+    let prefetch = PrefetchConfig { threads_count: 8, merging_size: 1 << 20, prefetch_all: true, ..Default::default() };
+    let fs = FsConfig { mode: "direct".into(), enable_xattr: true, prefetch, ..Default::default() };
+    let expected = DaemonConfig { id: None, backend: localfs("/var/lib/nydus/blobs"), cache, fs };
     assert_eq!(config, expected);
 }
 
@@ -216,37 +193,23 @@ skip_verify = true"#,
     let config = load_clean(&text);
     let r = registry_of(&config);
     assert_eq!(r.scheme, "https");
-    assert_eq!(
-        (r.host.as_str(), r.repo.as_str()),
-        ("127.0.0.1:5000", "a/b")
-    );
+    assert_eq!((r.host.as_str(), r.repo.as_str()), ("127.0.0.1:5000", "a/b"));
     assert_eq!(r.auth, Some(Secret::new("dXNlcjpwYXNz")));
     assert_eq!(r.registry_token, Some(Secret::new("tok")));
-    assert_eq!(
-        (r.blob_url_scheme.as_str(), r.blob_redirected_host.as_str()),
-        ("http", "cdn.example")
-    );
+    assert_eq!((r.blob_url_scheme.as_str(), r.blob_redirected_host.as_str()), ("http", "cdn.example"));
     assert_eq!(r.http.timeout, Duration::from_secs(7));
     assert_eq!(r.http.connect_timeout, Duration::from_secs(2));
     assert_eq!(r.http.retry_limit, 3);
     assert!(r.http.skip_verify);
     // Credentials never show in Debug output (configurations get logged).
     let dbg = format!("{config:?}");
-    assert!(
-        !dbg.contains("dXNlcjpwYXNz") && !dbg.contains("\"tok\""),
-        "{dbg}"
-    );
+    assert!(!dbg.contains("dXNlcjpwYXNz") && !dbg.contains("\"tok\""), "{dbg}");
 
     // Unknown keys are warnings with their path; sections of other kinds are ignored.
-    let (_, warnings) = load(&format!(
-        "{}bogus = 1\n[backend.s3]\nwhatever = 1\n",
-        v2_registry("host = \"h\"\nrepo = \"r\"")
-    ));
+    let (_, warnings) =
+        load(&format!("{}bogus = 1\n[backend.s3]\nwhatever = 1\n", v2_registry("host = \"h\"\nrepo = \"r\"")));
     assert_eq!(warnings.len(), 1, "{warnings:?}");
-    assert!(
-        warnings[0].starts_with("/etc/nydus/c.json: backend.registry.bogus: unknown key"),
-        "{warnings:?}"
-    );
+    assert!(warnings[0].starts_with("/etc/nydus/c.json: backend.registry.bogus: unknown key"), "{warnings:?}");
 }
 
 #[test]
@@ -259,27 +222,24 @@ fn registry_errors_name_the_key() {
         ("host = \"h\"\nrepo = \"r\"\nscheme = \"ftp\"", "backend.registry.scheme: `ftp` is not a registry scheme"),
         ("host = \"h\"\nrepo = \"r\"\ntimeout = 0", "backend.registry.timeout: 0 seconds is out of range"),
         ("host = \"h\"\nrepo = \"r\"\nretry_limit = 300", "backend.registry.retry_limit: invalid value"),
-        ("host = \"h\"\nrepo = \"r\"\nauth = \"user:secretpw\"", "backend.registry.auth: must be base64 of `user:password`"),
-        ("host = \"h\"\nrepo = \"r\"\n[backend.registry.proxy]\nurl = \"http://p\"\nfallback = false", "backend.registry.proxy.url: the HTTP proxy (Dragonfly dfdaemon) is not supported"),
+        (
+            "host = \"h\"\nrepo = \"r\"\nauth = \"user:secretpw\"",
+            "backend.registry.auth: must be base64 of `user:password`",
+        ),
+        (
+            "host = \"h\"\nrepo = \"r\"\n[backend.registry.proxy]\nurl = \"http://p\"\nfallback = false",
+            "backend.registry.proxy.url: the HTTP proxy (Dragonfly dfdaemon) is not supported",
+        ),
     ];
     for (section, want) in cases {
         let e = error(&v2_registry(section));
-        assert!(
-            e.starts_with(&format!("/etc/nydus/c.json: {want}")),
-            "{section:?}: {e}"
-        );
+        assert!(e.starts_with(&format!("/etc/nydus/c.json: {want}")), "{section:?}: {e}");
         assert!(!e.contains("secretpw"), "{e}");
     }
     let e = error(r#"{"device": {"backend": {"type": "registry"}}, "mode": "direct"}"#);
-    assert!(
-        e.starts_with("/etc/nydus/c.json: device.backend.config.host: required key is missing"),
-        "{e}"
-    );
+    assert!(e.starts_with("/etc/nydus/c.json: device.backend.config.host: required key is missing"), "{e}");
     let e = error("version = 2\n[backend]\ntype = \"registry\"\n");
-    assert!(
-        e.starts_with("/etc/nydus/c.json: backend.registry: missing; the registry backend needs"),
-        "{e}"
-    );
+    assert!(e.starts_with("/etc/nydus/c.json: backend.registry: missing; the registry backend needs"), "{e}");
 }
 
 #[test]
@@ -289,14 +249,8 @@ fn registry_features_not_yet_there_are_warned() {
     ));
     registry_of(&config);
     assert_eq!(warnings.len(), 2, "{warnings:?}");
-    assert!(
-        warnings[0].contains("backend.registry.mirrors: registry mirrors are not supported yet"),
-        "{warnings:?}"
-    );
-    assert!(
-        warnings[1].contains("backend.registry.proxy.url: the HTTP proxy"),
-        "{warnings:?}"
-    );
+    assert!(warnings[0].contains("backend.registry.mirrors: registry mirrors are not supported yet"), "{warnings:?}");
+    assert!(warnings[1].contains("backend.registry.proxy.url: the HTTP proxy"), "{warnings:?}");
 }
 
 /// misc/configs/nydusd-config-v2.toml, kept whole (with its
@@ -396,10 +350,7 @@ fn upstream_v2_toml_sample() {
     assert_eq!(config.id.as_deref(), Some("my_id"));
     let lfs = localfs_of(&config);
     assert_eq!(lfs.dir.as_deref(), Some(Path::new("/tmp")));
-    assert_eq!(
-        lfs.blob_file.as_deref(),
-        Some(Path::new("/tmp/nydus.blob.data"))
-    );
+    assert_eq!(lfs.blob_file.as_deref(), Some(Path::new("/tmp/nydus.blob.data")));
     assert_eq!(lfs.alt_dirs, vec![PathBuf::from("/var/nydus/cache")]);
     assert_eq!(config.cache.kind, CacheKind::Blobcache);
     assert_eq!(config.cache.work_dir, PathBuf::from("."));
@@ -420,10 +371,7 @@ fn upstream_v2_toml_sample() {
     };
     assert_eq!(config.fs.prefetch, prefetch);
 
-    let keys: Vec<&str> = warnings
-        .iter()
-        .map(|w| w.split(": ").nth(1).unwrap())
-        .collect();
+    let keys: Vec<&str> = warnings.iter().map(|w| w.split(": ").nth(1).unwrap()).collect();
     assert_eq!(
         keys,
         [
@@ -435,10 +383,7 @@ fn upstream_v2_toml_sample() {
         ],
         "{warnings:#?}"
     );
-    assert_eq!(
-        warnings[1],
-        "/etc/nydus/c.json: cache.compressed: ignored: cached data is always stored uncompressed"
-    );
+    assert_eq!(warnings[1], "/etc/nydus/c.json: cache.compressed: ignored: cached data is always stored uncompressed");
 }
 
 /// docs/nydusd.md's overlay example, minus the overlay, and with
@@ -467,28 +412,20 @@ fn v2_json() {
     assert_eq!(config.cache.work_dir, PathBuf::from("/var/lib/nydus/cache"));
     assert!(!config.fs.enable_xattr);
     assert!(!config.fs.prefetch.enable);
-    assert!(
-        !config.fs.prefetch.prefetch_all,
-        "v2's prefetch_all defaults to off"
-    );
+    assert!(!config.fs.prefetch.prefetch_all, "v2's prefetch_all defaults to off");
 }
 
 #[test]
 fn v2_json_doc_overlay_example_is_refused() {
-    let text = UPSTREAM_V2_JSON.replace(
-        r#""rafs": {"#,
-        r#""overlay": { "upper_dir": "/u", "work_dir": "/w" }, "rafs": {"#,
-    );
+    let text =
+        UPSTREAM_V2_JSON.replace(r#""rafs": {"#, r#""overlay": { "upper_dir": "/u", "work_dir": "/w" }, "rafs": {"#);
     assert_eq!(
         error(&text),
         "/etc/nydus/c.json: overlay: a writable overlay is not supported; remove the `overlay` section; \
          the filesystem is served read-only (use overlayfs on top for writes)"
     );
     // The doc's `"localfs": "/var/lib/nydus/blobs"` is a type error.
-    let text = UPSTREAM_V2_JSON.replace(
-        r#"{ "dir": "/var/lib/nydus/blobs" }"#,
-        r#""/var/lib/nydus/blobs""#,
-    );
+    let text = UPSTREAM_V2_JSON.replace(r#"{ "dir": "/var/lib/nydus/blobs" }"#, r#""/var/lib/nydus/blobs""#);
     assert!(
         error(&text).starts_with(
             "/etc/nydus/c.json: backend.localfs: invalid type: string \"/var/lib/nydus/blobs\", \
@@ -523,14 +460,10 @@ filecache.max_size = "10GiB"
 
 #[test]
 fn v2_without_cache_or_rafs() {
-    let config =
-        load_clean("version = 2\nbackend.type = \"localfs\"\nbackend.localfs.blob_file = \"/b\"\n");
+    let config = load_clean("version = 2\nbackend.type = \"localfs\"\nbackend.localfs.blob_file = \"/b\"\n");
     assert_eq!(config.cache.kind, CacheKind::Dummy);
     assert_eq!(config.fs.mode, "direct");
-    assert_eq!(
-        localfs_of(&config).blob_file.as_deref(),
-        Some(Path::new("/b"))
-    );
+    assert_eq!(localfs_of(&config).blob_file.as_deref(), Some(Path::new("/b")));
     assert_eq!(localfs_of(&config).dir, None);
 }
 
@@ -594,26 +527,17 @@ fn v1_full() {
 }"#,
     );
     assert_eq!(config.id.as_deref(), Some("instance-1"));
-    assert_eq!(
-        localfs_of(&config).alt_dirs,
-        vec![PathBuf::from("/a"), PathBuf::from("/b")]
-    );
+    assert_eq!(localfs_of(&config).alt_dirs, vec![PathBuf::from("/a"), PathBuf::from("/b")]);
     assert_eq!(config.cache.max_size, Some(1 << 30));
     assert_eq!(config.cache.amplify_io, 131072);
-    assert!(
-        config.cache.digest_validate,
-        "device.cache.validate turns validation on"
-    );
+    assert!(config.cache.digest_validate, "device.cache.validate turns validation on");
     assert!(config.fs.digest_validate);
     assert_eq!(config.fs.mode, "cached");
     assert!(config.fs.iostats_files);
     assert!(!config.fs.enable_xattr);
     let p = &config.fs.prefetch;
     assert!(p.enable && !p.prefetch_all);
-    assert_eq!(
-        (p.threads_count, p.merging_size, p.bandwidth_rate),
-        (4, 131072, 1 << 20)
-    );
+    assert_eq!((p.threads_count, p.merging_size, p.bandwidth_rate), (4, 131072, 1 << 20));
     assert_eq!(
         warnings,
         [
@@ -631,27 +555,17 @@ fn v1_digest_validate_reaches_cache_and_fs() {
 
 #[test]
 fn v1_cache_kinds() {
-    for (kind, expected) in [
-        ("blobcache", CacheKind::Blobcache),
-        ("filecache", CacheKind::Blobcache),
-    ] {
+    for (kind, expected) in [("blobcache", CacheKind::Blobcache), ("filecache", CacheKind::Blobcache)] {
         let text = UPSTREAM_V1_LOCALFS.replace("\"blobcache\"", &format!("\"{kind}\""));
         assert_eq!(load_clean(&text).cache.kind, expected);
     }
     let text = r#"{"device": {"backend": {"type": "localfs", "config": {"dir": "/b"}}}, "mode": "direct"}"#;
-    assert_eq!(
-        load_clean(text).cache.kind,
-        CacheKind::Dummy,
-        "no cache section: no cache"
-    );
+    assert_eq!(load_clean(text).cache.kind, CacheKind::Dummy, "no cache section: no cache");
     let text = r#"{"device": {"backend": {"type": "localfs", "config": {"dir": "/b"}},
                    "cache": {"type": "dummycache", "config": {"work_dir": "/c"}}}, "mode": "direct"}"#;
     let (config, warnings) = load(text);
     assert_eq!(config.cache.kind, CacheKind::Dummy);
-    assert_eq!(
-        warnings,
-        ["/etc/nydus/c.json: device.cache.config: ignored: the cache type is dummycache (no cache)"]
-    );
+    assert_eq!(warnings, ["/etc/nydus/c.json: device.cache.config: ignored: the cache type is dummycache (no cache)"]);
     assert_eq!(
         error(&UPSTREAM_V1_LOCALFS.replace("\"blobcache\"", "\"memcache\"")),
         "/etc/nydus/c.json: device.cache.type: unknown cache type `memcache`; \
@@ -661,10 +575,7 @@ fn v1_cache_kinds() {
 
 #[test]
 fn v1_compressed_cache_warns() {
-    let text = UPSTREAM_V1_LOCALFS.replace(
-        r#""type": "blobcache","#,
-        r#""type": "blobcache", "compressed": true,"#,
-    );
+    let text = UPSTREAM_V1_LOCALFS.replace(r#""type": "blobcache","#, r#""type": "blobcache", "compressed": true,"#);
     let (_, warnings) = load(&text);
     assert_eq!(
         warnings,
@@ -691,14 +602,8 @@ config.dir = "/blobs"
 #[test]
 fn unknown_keys_are_warnings_with_paths() {
     let text = UPSTREAM_V1_LOCALFS
-        .replace(
-            r#""work_dir": "/var/lib/nydus/cache""#,
-            r#""work_dir": "/var/lib/nydus/cache", "bogus": 1"#,
-        )
-        .replace(
-            r#""mode": "direct","#,
-            r#""mode": "direct", "fs_prefetch": {"enable": false, "threads": 2},"#,
-        );
+        .replace(r#""work_dir": "/var/lib/nydus/cache""#, r#""work_dir": "/var/lib/nydus/cache", "bogus": 1"#)
+        .replace(r#""mode": "direct","#, r#""mode": "direct", "fs_prefetch": {"enable": false, "threads": 2},"#);
     let (config, warnings) = load(&text);
     assert_eq!(config.cache.work_dir, PathBuf::from("/var/lib/nydus/cache"));
     assert_eq!(
@@ -723,12 +628,8 @@ rafs = { user_io_batch_size = 4096 }
 "#,
     );
     assert_eq!(warnings.len(), 2, "{warnings:?}");
-    assert!(
-        warnings[0].starts_with("/etc/nydus/c.json: mode: unknown key, ignored; this is a v1 key")
-    );
-    assert!(warnings[1].ends_with(
-        "rafs.user_io_batch_size: unknown key, ignored; the v2 key is `rafs.batch_size`"
-    ));
+    assert!(warnings[0].starts_with("/etc/nydus/c.json: mode: unknown key, ignored; this is a v1 key"));
+    assert!(warnings[1].ends_with("rafs.user_io_batch_size: unknown key, ignored; the v2 key is `rafs.batch_size`"));
 }
 
 // --- errors -------------------------------------------------------------
@@ -742,14 +643,12 @@ fn wrong_types_name_the_key() {
          fix the value (see docs/nydusd-config.md)"
     );
     let text = v1_with(r#""fs_prefetch": { "threads_count": -1 },"#);
-    assert!(error(&text)
-        .starts_with("/etc/nydus/c.json: fs_prefetch.threads_count: invalid value: integer `-1`"));
+    assert!(error(&text).starts_with("/etc/nydus/c.json: fs_prefetch.threads_count: invalid value: integer `-1`"));
     let text = "version = 2\nbackend = { type = \"localfs\", localfs = { dir = \"/b\", alt_dirs = [\"/a\", 3] } }\n";
-    assert!(error(text)
-        .starts_with("/etc/nydus/c.json: backend.localfs.alt_dirs[1]: invalid type: integer `3`"));
-    let text = "version = 2\nbackend = { type = \"localfs\", localfs = { dir = \"/b\" } }\nrafs.enable_xattr = \"yes\"\n";
-    assert!(error(text)
-        .starts_with("/etc/nydus/c.json: rafs.enable_xattr: invalid type: string \"yes\""));
+    assert!(error(text).starts_with("/etc/nydus/c.json: backend.localfs.alt_dirs[1]: invalid type: integer `3`"));
+    let text =
+        "version = 2\nbackend = { type = \"localfs\", localfs = { dir = \"/b\" } }\nrafs.enable_xattr = \"yes\"\n";
+    assert!(error(text).starts_with("/etc/nydus/c.json: rafs.enable_xattr: invalid type: string \"yes\""));
 }
 
 #[test]
@@ -758,20 +657,11 @@ fn missing_required_keys() {
         let e = error(text);
         assert_eq!(e, format!("/etc/nydus/c.json: {key}: required key is missing; add it (see docs/nydusd-config.md)"));
     };
-    missing(
-        &UPSTREAM_V1_LOCALFS.replace(r#""mode": "direct","#, ""),
-        "mode",
-    );
+    missing(&UPSTREAM_V1_LOCALFS.replace(r#""mode": "direct","#, ""), "mode");
     missing(r#"{"mode": "direct"}"#, "device");
     missing(r#"{"device": {}, "mode": "direct"}"#, "device.backend");
-    missing(
-        r#"{"device": {"backend": {"config": {}}}, "mode": "direct"}"#,
-        "device.backend.type",
-    );
-    missing(
-        "version = 2\nbackend.localfs.dir = \"/b\"\n",
-        "backend.type",
-    );
+    missing(r#"{"device": {"backend": {"config": {}}}, "mode": "direct"}"#, "device.backend.type");
+    missing("version = 2\nbackend.localfs.dir = \"/b\"\n", "backend.type");
 
     assert_eq!(
         error("version = 2\n[rafs]\nmode = \"direct\"\n"),
@@ -787,30 +677,28 @@ fn missing_required_keys() {
         error("version = 2\nbackend.type = \"localfs\"\n"),
         "/etc/nydus/c.json: backend.localfs: missing; the localfs backend needs this section with `dir` or `blob_file`"
     );
-    let work_dir_missing =
-        "required key is missing; set it to the cache directory, e.g. \"/var/lib/nydus/cache\" \
+    let work_dir_missing = "required key is missing; set it to the cache directory, e.g. \"/var/lib/nydus/cache\" \
                             (upstream silently used nydusd's current directory)";
     assert_eq!(
         error(&UPSTREAM_V1_LOCALFS.replace(r#""work_dir": "/var/lib/nydus/cache""#, "")),
         format!("/etc/nydus/c.json: device.cache.config.work_dir: {work_dir_missing}")
     );
     assert_eq!(
-        error("version = 2\nbackend = { type = \"localfs\", localfs = { dir = \"/b\" } }\ncache.type = \"blobcache\"\n"),
+        error(
+            "version = 2\nbackend = { type = \"localfs\", localfs = { dir = \"/b\" } }\ncache.type = \"blobcache\"\n"
+        ),
         "/etc/nydus/c.json: cache.filecache: missing; cache type `blobcache` needs it, \
          with `work_dir` naming the cache directory"
     );
     let v1_no_config = r#"{"device": {"backend": {"type": "localfs", "config": {"dir": "/b"}},
                            "cache": {"type": "blobcache"}}, "mode": "direct"}"#;
-    assert!(error(v1_no_config)
-        .starts_with("/etc/nydus/c.json: device.cache.config: missing; cache type `blobcache`"));
+    assert!(error(v1_no_config).starts_with("/etc/nydus/c.json: device.cache.config: missing; cache type `blobcache`"));
 }
 
 #[test]
 fn unsupported_backends() {
     for kind in ["oss", "s3", "http-proxy"] {
-        let v1 = format!(
-            r#"{{"device": {{"backend": {{"type": "{kind}", "config": {{}}}}}}, "mode": "direct"}}"#
-        );
+        let v1 = format!(r#"{{"device": {{"backend": {{"type": "{kind}", "config": {{}}}}}}, "mode": "direct"}}"#);
         assert_eq!(
             error(&v1),
             format!(
@@ -819,9 +707,8 @@ fn unsupported_backends() {
             )
         );
         let v2 = format!("version = 2\n[backend]\ntype = \"{kind}\"\n");
-        assert!(error(&v2).starts_with(&format!(
-            "/etc/nydus/c.json: backend.type: backend type `{kind}` is not supported yet"
-        )));
+        assert!(error(&v2)
+            .starts_with(&format!("/etc/nydus/c.json: backend.type: backend type `{kind}` is not supported yet")));
     }
     assert!(error("version = 2\nbackend.type = \"localdisk\"\n")
         .starts_with("/etc/nydus/c.json: backend.type: backend type `localdisk` is not supported; use `localfs`"));
@@ -839,10 +726,8 @@ fn unsupported_cache_features() {
         "/etc/nydus/c.json: device.cache.type: cache type `fscache` is not supported; it needs the kernel's \
          cachefiles on-demand mode, which nydusd cannot use; use \"blobcache\""
     );
-    let text = UPSTREAM_V2_TOML.replace(
-        "work_dir = \".\"\n\n[cache.fscache]",
-        "work_dir = \".\"\nenable_encryption = true\n[cache.fscache]",
-    );
+    let text = UPSTREAM_V2_TOML
+        .replace("work_dir = \".\"\n\n[cache.fscache]", "work_dir = \".\"\nenable_encryption = true\n[cache.fscache]");
     assert!(error(&text).starts_with(
         "/etc/nydus/c.json: cache.filecache.enable_encryption: cache encryption is not supported; set it to false"
     ));
@@ -856,9 +741,7 @@ fn out_of_range_values() {
         "/etc/nydus/c.json: fs_prefetch.threads_count: 0 prefetch threads is out of range; use 1 to 1024 (default 8)"
     );
     // Disabled prefetch is not checked, as upstream.
-    load_clean(&v1_with(
-        r#""fs_prefetch": { "enable": false, "threads_count": 0 },"#,
-    ));
+    load_clean(&v1_with(r#""fs_prefetch": { "enable": false, "threads_count": 0 },"#));
     assert!(error(&v1_with(r#""amplify_io": 268435457,"#)).starts_with(
         "/etc/nydus/c.json: amplify_io: 268435457 bytes is more than the largest batch, 268435456 (256 MiB)"
     ));
@@ -880,21 +763,14 @@ fn max_size() {
         )
     };
     assert_eq!(load_clean(&with("4096")).cache.max_size, Some(4096));
-    assert_eq!(
-        load_clean(&with(r#""512 MiB""#)).cache.max_size,
-        Some(512 << 20)
-    );
-    assert_eq!(
-        load_clean(&with(r#""2GB""#)).cache.max_size,
-        Some(2_000_000_000)
-    );
+    assert_eq!(load_clean(&with(r#""512 MiB""#)).cache.max_size, Some(512 << 20));
+    assert_eq!(load_clean(&with(r#""2GB""#)).cache.max_size, Some(2_000_000_000));
     assert_eq!(
         error(&with(r#""10 parsecs""#)),
         "/etc/nydus/c.json: device.cache.config.max_size: invalid value: string \"10 parsecs\", expected a size \
          in bytes, such as 10737418240 or \"10GiB\"; fix the value (see docs/nydusd-config.md)"
     );
-    assert!(error(&with("0"))
-        .starts_with("/etc/nydus/c.json: device.cache.config.max_size: 0 would leave no room"));
+    assert!(error(&with("0")).starts_with("/etc/nydus/c.json: device.cache.config.max_size: 0 would leave no room"));
     assert!(error(&with("-5")).contains("invalid value: integer `-5`"));
 }
 
@@ -919,17 +795,14 @@ fn versions() {
         "/etc/nydus/c.json: version: configuration format version 3 is not supported; write `version = 2` \
          for the v2 format, or leave `version` out for the v1 JSON format"
     );
-    assert!(error(r#"{"version": "2"}"#)
-        .contains("configuration format version \"2\" is not supported"));
+    assert!(error(r#"{"version": "2"}"#).contains("configuration format version \"2\" is not supported"));
     assert_eq!(
         error("[backend]\ntype = \"localfs\"\n"),
         "/etc/nydus/c.json: version: missing: the file has v2 sections (`backend`, `cache`, `rafs`); \
          add `version = 2` at the top"
     );
-    let (_, warnings) =
-        load(&UPSTREAM_V2_JSON.replace(r#""version": 2,"#, r#""version": 2, "device": {},"#));
-    assert!(warnings[0]
-        .starts_with("/etc/nydus/c.json: device: unknown key, ignored; `device` is a v1 section"));
+    let (_, warnings) = load(&UPSTREAM_V2_JSON.replace(r#""version": 2,"#, r#""version": 2, "device": {},"#));
+    assert!(warnings[0].starts_with("/etc/nydus/c.json: device: unknown key, ignored; `device` is a v1 section"));
 }
 
 #[test]
@@ -940,11 +813,11 @@ fn syntax_errors() {
          (a file starting with `{` is read as JSON, anything else as TOML)"
     );
     let e = error("version = 2\n[backend\n");
-    assert!(
-        e.starts_with("/etc/nydus/c.json:2:9: not valid TOML: "),
-        "{e}"
+    assert!(e.starts_with("/etc/nydus/c.json:2:9: not valid TOML: "), "{e}");
+    assert_eq!(
+        error("[1, 2]"),
+        "/etc/nydus/c.json: <top level>: expected an object of configuration keys; see docs/nydusd-config.md"
     );
-    assert_eq!(error("[1, 2]"), "/etc/nydus/c.json: <top level>: expected an object of configuration keys; see docs/nydusd-config.md");
     // An empty file is an empty TOML document: a v1 file without `device`.
     assert!(error("").starts_with("/etc/nydus/c.json: device: required key is missing"));
 }
@@ -960,11 +833,8 @@ fn load_file_json_and_toml() {
     assert_eq!(config.backend, localfs("/var/lib/nydus/blobs"));
 
     let toml = dir.path().join("nydusd.toml");
-    std::fs::write(
-        &toml,
-        "version = 2\nbackend = { type = \"localfs\", localfs = { dir = \"/b\" } }\nbogus = 1\n",
-    )
-    .unwrap();
+    std::fs::write(&toml, "version = 2\nbackend = { type = \"localfs\", localfs = { dir = \"/b\" } }\nbogus = 1\n")
+        .unwrap();
     let (config, warnings) = load_file(&toml).unwrap();
     assert_eq!(config.backend, localfs("/b"));
     assert_eq!(warnings.len(), 1);
@@ -977,13 +847,8 @@ fn load_file_errors() {
     let missing = dir.path().join("nope.json");
     let e = load_file(&missing).unwrap_err();
     assert!(matches!(e, ConfigError::Read { .. }));
-    assert!(e.to_string().starts_with(&format!(
-        "{}: cannot read the configuration file: ",
-        missing.display()
-    )));
-    assert!(e
-        .to_string()
-        .ends_with("; check the path and its permissions"));
+    assert!(e.to_string().starts_with(&format!("{}: cannot read the configuration file: ", missing.display())));
+    assert!(e.to_string().ends_with("; check the path and its permissions"));
 
     let big = dir.path().join("big.json");
     std::fs::write(&big, vec![b' '; (1 << 20) + 1]).unwrap();
@@ -1017,35 +882,19 @@ fn localfs_dir() {
     );
     assert_eq!(config.backend, file.backend);
     assert_eq!(config.cache, file.cache);
-    assert_eq!(
-        (config.fs.mode.as_str(), config.fs.enable_xattr),
-        (file.fs.mode.as_str(), file.fs.enable_xattr)
-    );
+    assert_eq!((config.fs.mode.as_str(), config.fs.enable_xattr), (file.fs.mode.as_str(), file.fs.enable_xattr));
 }
 
 #[test]
 fn error_display() {
-    let e = ConfigError::Invalid {
-        file: "f".into(),
-        key: "a.b".into(),
-        message: "bad".into(),
-    };
+    let e = ConfigError::Invalid { file: "f".into(), key: "a.b".into(), message: "bad".into() };
     assert_eq!(e.to_string(), "f: a.b: bad");
-    let e = ConfigError::UnsupportedBackend {
-        file: "f".into(),
-        key: "backend.type".into(),
-        kind: "s3".into(),
-    };
+    let e = ConfigError::UnsupportedBackend { file: "f".into(), key: "backend.type".into(), kind: "s3".into() };
     assert_eq!(
         e.to_string(),
         "f: backend.type: backend type `s3` is not supported yet; use `localfs` and copy the blobs into a local directory"
     );
-    let e = ConfigError::Unsupported {
-        file: "f".into(),
-        key: "k".into(),
-        feature: "x".into(),
-        hint: "do y".into(),
-    };
+    let e = ConfigError::Unsupported { file: "f".into(), key: "k".into(), feature: "x".into(), hint: "do y".into() };
     assert_eq!(e.to_string(), "f: k: x is not supported; do y");
 }
 
@@ -1056,13 +905,9 @@ fn documented_examples_load_without_warnings() {
     for fence in ["```json\n", "```toml\n"] {
         for part in doc.split(fence).skip(1) {
             let text = part.split("```").next().unwrap();
-            let (config, warnings) =
-                parse_str(text, "doc").unwrap_or_else(|e| panic!("{e}\nin:\n{text}"));
+            let (config, warnings) = parse_str(text, "doc").unwrap_or_else(|e| panic!("{e}\nin:\n{text}"));
             assert!(warnings.is_empty(), "{warnings:?}\nin:\n{text}");
-            assert!(matches!(
-                config.backend,
-                BackendConfig::LocalFs(_) | BackendConfig::Registry(_)
-            ));
+            assert!(matches!(config.backend, BackendConfig::LocalFs(_) | BackendConfig::Registry(_)));
             blocks += 1;
         }
     }

@@ -15,9 +15,8 @@ use serde_json::Value;
 
 use super::parse::Ctx;
 use super::sections::{
-    check_mode, resolve_backend, resolve_cache, resolve_prefetch, warn_external_backends,
-    warn_unsupported_switches, BackendInput, CacheInput, PrefetchInput, PrefetchKeys,
-    DEFAULT_BATCH_SIZE, DEFAULT_PREFETCH_THREADS,
+    check_mode, resolve_backend, resolve_cache, resolve_prefetch, warn_external_backends, warn_unsupported_switches,
+    BackendInput, CacheInput, PrefetchInput, PrefetchKeys, DEFAULT_BATCH_SIZE, DEFAULT_PREFETCH_THREADS,
 };
 use super::{ConfigError, DaemonConfig};
 
@@ -137,12 +136,8 @@ pub(super) fn load(ctx: &mut Ctx, doc: Value) -> Result<DaemonConfig, ConfigErro
     let kind = device.backend.kind.as_str();
     let (mut localfs, mut registry) = (None, None);
     match kind {
-        "localfs" => {
-            localfs = Some(ctx.section(object_or_empty(device.backend.config), CONFIG_KEY)?)
-        }
-        "registry" => {
-            registry = Some(ctx.section(object_or_empty(device.backend.config), CONFIG_KEY)?)
-        }
+        "localfs" => localfs = Some(ctx.section(object_or_empty(device.backend.config), CONFIG_KEY)?),
+        "registry" => registry = Some(ctx.section(object_or_empty(device.backend.config), CONFIG_KEY)?),
         _ => {}
     }
     let backend = resolve_backend(
@@ -162,10 +157,7 @@ pub(super) fn load(ctx: &mut Ctx, doc: Value) -> Result<DaemonConfig, ConfigErro
         ("blobcache" | "filecache", Value::Null) => None,
         ("blobcache" | "filecache", config) => Some(ctx.section(config, "device.cache.config")?),
         ("" | "dummycache", config) if !config.is_null() => {
-            ctx.warn(
-                "device.cache.config",
-                "ignored: the cache type is dummycache (no cache)",
-            );
+            ctx.warn("device.cache.config", "ignored: the cache type is dummycache (no cache)");
             None
         }
         _ => None,
@@ -195,18 +187,11 @@ pub(super) fn load(ctx: &mut Ctx, doc: Value) -> Result<DaemonConfig, ConfigErro
             prefetch_all: p.prefetch_all,
             stream_prefetch: p.stream_prefetch,
         },
-        &PrefetchKeys {
-            section: "fs_prefetch",
-            threads: "threads_count",
-            batch_size: "merging_size",
-        },
+        &PrefetchKeys { section: "fs_prefetch", threads: "threads_count", batch_size: "merging_size" },
     )?;
     warn_unsupported_switches(
         ctx,
-        &[
-            (raw.access_pattern, "access_pattern"),
-            (raw.latest_read_files, "latest_read_files"),
-        ],
+        &[(raw.access_pattern, "access_pattern"), (raw.latest_read_files, "latest_read_files")],
     );
     warn_external_backends(ctx, &device.external_backends, "device.external_backends");
 
@@ -219,12 +204,7 @@ pub(super) fn load(ctx: &mut Ctx, doc: Value) -> Result<DaemonConfig, ConfigErro
         prefetch,
         ..defaults
     };
-    Ok(DaemonConfig {
-        id: (!device.id.is_empty()).then_some(device.id),
-        backend,
-        cache,
-        fs,
-    })
+    Ok(DaemonConfig { id: (!device.id.is_empty()).then_some(device.id), backend, cache, fs })
 }
 
 /// A missing `config` reads as `{}`, so the localfs check names what is missing.

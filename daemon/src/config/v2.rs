@@ -22,9 +22,9 @@ use serde_json::Value;
 
 use super::parse::Ctx;
 use super::sections::{
-    check_mode, resolve_backend, resolve_cache, resolve_prefetch, warn_external_backends,
-    warn_unsupported_switches, BackendInput, CacheInput, FileCacheSection, LocalFsSection,
-    PrefetchInput, PrefetchKeys, DEFAULT_BATCH_SIZE, DEFAULT_PREFETCH_THREADS,
+    check_mode, resolve_backend, resolve_cache, resolve_prefetch, warn_external_backends, warn_unsupported_switches,
+    BackendInput, CacheInput, FileCacheSection, LocalFsSection, PrefetchInput, PrefetchKeys, DEFAULT_BATCH_SIZE,
+    DEFAULT_PREFETCH_THREADS,
 };
 use super::{ConfigError, DaemonConfig};
 
@@ -178,16 +178,10 @@ fn default_threads() -> usize {
     DEFAULT_PREFETCH_THREADS
 }
 
-const CACHE_PREFETCH_KEYS: PrefetchKeys<'static> = PrefetchKeys {
-    section: "cache.prefetch",
-    threads: "threads",
-    batch_size: "batch_size",
-};
-const RAFS_PREFETCH_KEYS: PrefetchKeys<'static> = PrefetchKeys {
-    section: "rafs.prefetch",
-    threads: "threads",
-    batch_size: "batch_size",
-};
+const CACHE_PREFETCH_KEYS: PrefetchKeys<'static> =
+    PrefetchKeys { section: "cache.prefetch", threads: "threads", batch_size: "batch_size" };
+const RAFS_PREFETCH_KEYS: PrefetchKeys<'static> =
+    PrefetchKeys { section: "rafs.prefetch", threads: "threads", batch_size: "batch_size" };
 
 /// Parses and resolves a v2 document (`version` already removed).
 pub(super) fn load(ctx: &mut Ctx, doc: Value) -> Result<DaemonConfig, ConfigError> {
@@ -251,10 +245,7 @@ pub(super) fn load(ctx: &mut Ctx, doc: Value) -> Result<DaemonConfig, ConfigErro
     }
     warn_unsupported_switches(
         ctx,
-        &[
-            (rafs.access_pattern, "rafs.access_pattern"),
-            (rafs.latest_read_files, "rafs.latest_read_files"),
-        ],
+        &[(rafs.access_pattern, "rafs.access_pattern"), (rafs.latest_read_files, "rafs.latest_read_files")],
     );
     warn_external_backends(ctx, &raw.external_backends, "external_backends");
 
@@ -267,10 +258,5 @@ pub(super) fn load(ctx: &mut Ctx, doc: Value) -> Result<DaemonConfig, ConfigErro
         prefetch,
         ..defaults
     };
-    Ok(DaemonConfig {
-        id: (!raw.id.is_empty()).then_some(raw.id),
-        backend,
-        cache,
-        fs,
-    })
+    Ok(DaemonConfig { id: (!raw.id.is_empty()).then_some(raw.id), backend, cache, fs })
 }

@@ -168,7 +168,8 @@ pub fn sample_images() -> Vec<(&'static str, Vec<u8>)> {
     t.node(f).mtime_nsec = 123_456_789;
     t.node(f).uid = 100_000;
     // Shares its last chunk with `file`.
-    let g = t.file(0, b"other", cs as u64 + 100, vec![chunk(1, 70_000, cs, 0, cs), chunk(0, 3, cs, 3 * cs as u64, 100)]);
+    let g =
+        t.file(0, b"other", cs as u64 + 100, vec![chunk(1, 70_000, cs, 0, cs), chunk(0, 3, cs, 3 * cs as u64, 100)]);
     t.link(d, b"hardlink", f);
     t.symlink(0, b"link", b"dir/file");
     let n = t.add(0, b"chr", ifmt::S_IFCHR | 0o600);

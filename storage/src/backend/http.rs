@@ -35,10 +35,7 @@ pub(crate) enum Failure {
 
 impl Failure {
     pub(crate) fn transient(cause: impl Into<String>) -> Self {
-        Self::Transient {
-            cause: cause.into(),
-            retry_after: None,
-        }
+        Self::Transient { cause: cause.into(), retry_after: None }
     }
 }
 
@@ -103,26 +100,18 @@ impl HttpClient {
             .no_proxy()
             .danger_accept_invalid_certs(cfg.skip_verify);
         for path in &cfg.ca_cert_files {
-            let pem = std::fs::read(path)
-                .map_err(|e| StorageError::io("reading CA certificate file", path, e))?;
+            let pem = std::fs::read(path).map_err(|e| StorageError::io("reading CA certificate file", path, e))?;
             let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| {
-                StorageError::BackendConfig(format!(
-                    "ca_cert_files: {} is not a PEM certificate: {e}",
-                    path.display()
-                ))
+                StorageError::BackendConfig(format!("ca_cert_files: {} is not a PEM certificate: {e}", path.display()))
             })?;
             b = b.add_root_certificate(cert);
         }
-        let client = b.build().map_err(|e| {
-            StorageError::BackendConfig(format!("cannot build the HTTP client: {e}"))
-        })?;
+        let client =
+            b.build().map_err(|e| StorageError::BackendConfig(format!("cannot build the HTTP client: {e}")))?;
         Ok(Self {
             client,
             retry_limit: cfg.retry_limit,
-            backoff: Backoff {
-                base: cfg.retry_base_delay,
-                max: cfg.retry_max_delay,
-            },
+            backoff: Backoff { base: cfg.retry_base_delay, max: cfg.retry_max_delay },
         })
     }
 
@@ -134,12 +123,7 @@ impl HttpClient {
     /// Run `attempt` until it succeeds or fails for good; transient failures
     /// are retried `retry_limit` times with backoff. The final error names
     /// `blob_id` and `url` (which must carry no secrets).
-    pub(crate) fn retry<T>(
-        &self,
-        blob_id: &str,
-        url: &str,
-        mut attempt: impl FnMut() -> Attempt<T>,
-    ) -> Result<T> {
+    pub(crate) fn retry<T>(&self, blob_id: &str, url: &str, mut attempt: impl FnMut() -> Attempt<T>) -> Result<T> {
         let mut retry = 0;
         loop {
             match attempt() {
@@ -237,26 +221,14 @@ pub(crate) fn parse_content_range(v: &str) -> Option<ContentRange> {
 
 /// The failure a non-success status stands for. 5xx, 408 and 429 are
 /// transient; anything else is fatal with `hint`.
-pub(crate) fn status_failure(
-    status: StatusCode,
-    headers: &HeaderMap,
-    blob_id: &str,
-    url: &str,
-    hint: &str,
-) -> Failure {
-    if status.is_server_error()
-        || status == StatusCode::TOO_MANY_REQUESTS
-        || status == StatusCode::REQUEST_TIMEOUT
-    {
+pub(crate) fn status_failure(status: StatusCode, headers: &HeaderMap, blob_id: &str, url: &str, hint: &str) -> Failure {
+    if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::REQUEST_TIMEOUT {
         let retry_after = headers
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        return Failure::Transient {
-            cause: format!("server answered {status}"),
-            retry_after,
-        };
+        return Failure::Transient { cause: format!("server answered {status}"), retry_after };
     }
     Failure::Fatal(StorageError::Remote {
         blob_id: blob_id.to_string(),
@@ -277,29 +249,14 @@ pub(crate) struct RangeRead {
 /// into `buf`. A 206 must start at `offset`; a 200 carries the whole blob,
 /// of which the asked slice is taken; a 416 means `offset` is at or past the
 /// end (0 bytes). Any other status is the caller's business.
-pub(crate) fn read_range(
-    resp: Response,
-    offset: u64,
-    buf: &mut [u8],
-    blob_id: &str,
-    url: &str,
-) -> Attempt<RangeRead> {
+pub(crate) fn read_range(resp: Response, offset: u64, buf: &mut [u8], blob_id: &str, url: &str) -> Attempt<RangeRead> {
     let status = resp.status();
     let headers = resp.headers().clone();
-    let content_range = headers
-        .get(CONTENT_RANGE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_content_range);
-    let content_length = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
+    let content_range = headers.get(CONTENT_RANGE).and_then(|v| v.to_str().ok()).and_then(parse_content_range);
+    let content_length =
+        headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
     let bad = |cause: String| {
-        Failure::Fatal(StorageError::Remote {
-            blob_id: blob_id.to_string(),
-            url: url.to_string(),
-            cause,
-        })
+        Failure::Fatal(StorageError::Remote { blob_id: blob_id.to_string(), url: url.to_string(), cause })
     };
     match status {
         StatusCode::PARTIAL_CONTENT => {
@@ -307,13 +264,9 @@ pub(crate) fn read_range(
                 return Err(bad("206 response without a valid Content-Range".into()));
             };
             if start != offset {
-                return Err(bad(format!(
-                    "asked for bytes from {offset}, the server sent {start}-{end}"
-                )));
+                return Err(bad(format!("asked for bytes from {offset}, the server sent {start}-{end}")));
             }
-            let n = usize::try_from(end - start + 1)
-                .unwrap_or(usize::MAX)
-                .min(buf.len());
+            let n = usize::try_from(end - start + 1).unwrap_or(usize::MAX).min(buf.len());
             let mut body = resp;
             read_exact(&mut body, &mut buf[..n])?;
             Ok(RangeRead { len: n, total })
@@ -324,29 +277,18 @@ pub(crate) fn read_range(
             let skipped = io::copy(&mut (&mut body).take(offset), &mut io::sink())
                 .map_err(|e| Failure::transient(format!("response body cut short: {e}")))?;
             if skipped < offset {
-                return Ok(RangeRead {
-                    len: 0,
-                    total: content_length,
-                });
+                return Ok(RangeRead { len: 0, total: content_length });
             }
             let n = read_up_to(&mut body, buf)?;
             if let Some(total) = content_length {
                 let want = total.saturating_sub(offset).min(buf.len() as u64);
                 if (n as u64) < want {
-                    return Err(Failure::transient(format!(
-                        "response body cut short: got {n} of {want} bytes"
-                    )));
+                    return Err(Failure::transient(format!("response body cut short: got {n} of {want} bytes")));
                 }
             }
-            Ok(RangeRead {
-                len: n,
-                total: content_length,
-            })
+            Ok(RangeRead { len: n, total: content_length })
         }
-        StatusCode::RANGE_NOT_SATISFIABLE => Ok(RangeRead {
-            len: 0,
-            total: content_range.and_then(|(_, t)| t),
-        }),
+        StatusCode::RANGE_NOT_SATISFIABLE => Ok(RangeRead { len: 0, total: content_range.and_then(|(_, t)| t) }),
         other => Err(bad(format!("unexpected status {other} for a ranged read"))),
     }
 }
@@ -354,10 +296,7 @@ pub(crate) fn read_range(
 fn read_exact(r: &mut impl Read, buf: &mut [u8]) -> Attempt<()> {
     let n = read_up_to(r, buf)?;
     if n < buf.len() {
-        return Err(Failure::transient(format!(
-            "response body cut short: got {n} of {} bytes",
-            buf.len()
-        )));
+        return Err(Failure::transient(format!("response body cut short: got {n} of {} bytes", buf.len())));
     }
     Ok(())
 }
@@ -383,60 +322,31 @@ mod tests {
     fn range_math() {
         assert_eq!(range_header(0, 1), "bytes=0-0");
         assert_eq!(range_header(100, 50), "bytes=100-149");
-        assert_eq!(
-            range_header(u64::MAX - 1, 10),
-            format!("bytes={}-{}", u64::MAX - 1, u64::MAX)
-        );
-        assert_eq!(
-            parse_content_range("bytes 0-0/5243003"),
-            Some((Some((0, 0)), Some(5243003)))
-        );
-        assert_eq!(
-            parse_content_range("bytes 100-199/*"),
-            Some((Some((100, 199)), None))
-        );
+        assert_eq!(range_header(u64::MAX - 1, 10), format!("bytes={}-{}", u64::MAX - 1, u64::MAX));
+        assert_eq!(parse_content_range("bytes 0-0/5243003"), Some((Some((0, 0)), Some(5243003))));
+        assert_eq!(parse_content_range("bytes 100-199/*"), Some((Some((100, 199)), None)));
         assert_eq!(parse_content_range("bytes */42"), Some((None, Some(42))));
-        for bad in [
-            "",
-            "bytes",
-            "bytes 5-4/10",
-            "bytes 0-10/10",
-            "items 0-1/2",
-            "bytes a-b/c",
-            "bytes 1-2",
-        ] {
+        for bad in ["", "bytes", "bytes 5-4/10", "bytes 0-10/10", "items 0-1/2", "bytes a-b/c", "bytes 1-2"] {
             assert_eq!(parse_content_range(bad), None, "{bad:?}");
         }
     }
 
     #[test]
     fn backoff_doubles_with_jitter_and_caps() {
-        let b = Backoff {
-            base: Duration::from_millis(100),
-            max: Duration::from_secs(2),
-        };
+        let b = Backoff { base: Duration::from_millis(100), max: Duration::from_secs(2) };
         for retry in 0..10 {
             let d = (100u64 << retry).min(2000);
             let lo = b.delay(retry, 0, None);
             let hi = b.delay(retry, u64::MAX, None);
-            assert!(
-                lo >= Duration::from_millis(d / 2) && hi <= Duration::from_millis(d),
-                "{retry}: {lo:?} {hi:?}"
-            );
+            assert!(lo >= Duration::from_millis(d / 2) && hi <= Duration::from_millis(d), "{retry}: {lo:?} {hi:?}");
             for _ in 0..20 {
                 let x = b.delay(retry, random_u64(), None);
                 assert!(x >= lo && x <= Duration::from_millis(d));
             }
         }
         // Retry-After raises the delay, but not past the cap.
-        assert_eq!(
-            b.delay(0, 0, Some(Duration::from_secs(1))),
-            Duration::from_secs(1)
-        );
-        assert_eq!(
-            b.delay(0, 0, Some(Duration::from_secs(60))),
-            Duration::from_secs(2)
-        );
+        assert_eq!(b.delay(0, 0, Some(Duration::from_secs(1))), Duration::from_secs(1));
+        assert_eq!(b.delay(0, 0, Some(Duration::from_secs(60))), Duration::from_secs(2));
         assert!(b.delay(u32::MAX, 7, None) <= Duration::from_secs(2));
     }
 
@@ -464,10 +374,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(n, 3);
         let msg = e.to_string();
-        assert!(
-            msg.contains("blob b1: http://h/x: boom (3 attempts"),
-            "{msg}"
-        );
+        assert!(msg.contains("blob b1: http://h/x: boom (3 attempts"), "{msg}");
         let mut n = 0;
         let e = c
             .retry::<()>("b1", "u", || {

@@ -21,9 +21,7 @@ impl LocalFsBackend {
     /// Check that `cfg` names somewhere to look.
     pub fn new(cfg: LocalFsConfig) -> Result<Self> {
         if cfg.dir.is_none() && cfg.blob_file.is_none() && cfg.alt_dirs.is_empty() {
-            return Err(StorageError::BackendConfig(
-                "localfs backend needs `dir`, `alt_dirs` or `blob_file`".into(),
-            ));
+            return Err(StorageError::BackendConfig("localfs backend needs `dir`, `alt_dirs` or `blob_file`".into()));
         }
         Ok(Self { cfg })
     }
@@ -32,12 +30,7 @@ impl LocalFsBackend {
         if let Some(f) = &self.cfg.blob_file {
             return vec![f.clone()];
         }
-        self.cfg
-            .dir
-            .iter()
-            .chain(&self.cfg.alt_dirs)
-            .map(|d| d.join(blob_id))
-            .collect()
+        self.cfg.dir.iter().chain(&self.cfg.alt_dirs).map(|d| d.join(blob_id)).collect()
     }
 }
 
@@ -48,35 +41,18 @@ impl BlobBackend for LocalFsBackend {
         for path in &tried {
             match File::open(path) {
                 Ok(file) => {
-                    let meta = file
-                        .metadata()
-                        .map_err(|e| StorageError::io("inspecting blob", path, e))?;
+                    let meta = file.metadata().map_err(|e| StorageError::io("inspecting blob", path, e))?;
                     if !meta.is_file() {
-                        return Err(StorageError::io(
-                            "opening blob",
-                            path,
-                            io::Error::other("not a regular file"),
-                        ));
+                        return Err(StorageError::io("opening blob", path, io::Error::other("not a regular file")));
                     }
-                    return Ok(Arc::new(LocalFsBlob {
-                        blob_id: blob_id.to_string(),
-                        path: path.clone(),
-                        file,
-                    }));
+                    return Ok(Arc::new(LocalFsBlob { blob_id: blob_id.to_string(), path: path.clone(), file }));
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(StorageError::io("opening blob", path, e)),
             }
         }
-        let tried = tried
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", ");
-        Err(StorageError::BlobNotFound {
-            blob_id: blob_id.to_string(),
-            tried,
-        })
+        let tried = tried.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
+        Err(StorageError::BlobNotFound { blob_id: blob_id.to_string(), tried })
     }
 }
 
@@ -96,10 +72,7 @@ impl LocalFsBlob {
 
 impl BlobReader for LocalFsBlob {
     fn blob_size(&self) -> Result<u64> {
-        let meta = self
-            .file
-            .metadata()
-            .map_err(|e| StorageError::io("inspecting blob", self.path(), e))?;
+        let meta = self.file.metadata().map_err(|e| StorageError::io("inspecting blob", self.path(), e))?;
         Ok(meta.len())
     }
 
@@ -133,12 +106,8 @@ mod tests {
         std::fs::create_dir_all(&a).unwrap();
         std::fs::create_dir_all(&b).unwrap();
         std::fs::write(b.join("blob1"), b"hello world").unwrap();
-        let be = LocalFsBackend::new(LocalFsConfig {
-            dir: Some(a.clone()),
-            blob_file: None,
-            alt_dirs: vec![b],
-        })
-        .unwrap();
+        let be =
+            LocalFsBackend::new(LocalFsConfig { dir: Some(a.clone()), blob_file: None, alt_dirs: vec![b] }).unwrap();
         let r = be.open_blob("blob1").unwrap();
         assert_eq!(r.blob_size().unwrap(), 11);
         let mut buf = [0u8; 5];
@@ -151,15 +120,8 @@ mod tests {
 
         let e = be.open_blob("nope").err().unwrap();
         let msg = e.to_string();
-        assert!(
-            msg.contains("blob nope not found")
-                && msg.contains(&a.join("nope").display().to_string()),
-            "{msg}"
-        );
-        assert!(matches!(
-            be.open_blob("../b/blob1"),
-            Err(StorageError::InvalidBlobId(_))
-        ));
+        assert!(msg.contains("blob nope not found") && msg.contains(&a.join("nope").display().to_string()), "{msg}");
+        assert!(matches!(be.open_blob("../b/blob1"), Err(StorageError::InvalidBlobId(_))));
     }
 
     #[test]
@@ -167,15 +129,8 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let f = t.path().join("single");
         std::fs::write(&f, b"xyz").unwrap();
-        let be = LocalFsBackend::new(LocalFsConfig {
-            blob_file: Some(f),
-            ..Default::default()
-        })
-        .unwrap();
+        let be = LocalFsBackend::new(LocalFsConfig { blob_file: Some(f), ..Default::default() }).unwrap();
         assert_eq!(be.open_blob("whatever").unwrap().blob_size().unwrap(), 3);
-        assert!(matches!(
-            LocalFsBackend::new(LocalFsConfig::default()),
-            Err(StorageError::BackendConfig(_))
-        ));
+        assert!(matches!(LocalFsBackend::new(LocalFsConfig::default()), Err(StorageError::BackendConfig(_))));
     }
 }

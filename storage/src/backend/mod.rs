@@ -64,12 +64,7 @@ pub fn new_backend(cfg: &BackendConfig) -> Result<Arc<dyn BlobBackend>> {
 
 /// Fill `buf` from `offset` of `reader`, looping over short reads; reaching
 /// the end of the blob first is [`StorageError::ShortRead`].
-pub fn read_full(
-    reader: &dyn BlobReader,
-    blob_id: &str,
-    buf: &mut [u8],
-    offset: u64,
-) -> Result<()> {
+pub fn read_full(reader: &dyn BlobReader, blob_id: &str, buf: &mut [u8], offset: u64) -> Result<()> {
     let mut done = 0;
     while done < buf.len() {
         let n = reader.read_at(&mut buf[done..], offset + done as u64)?;
@@ -108,10 +103,7 @@ mod tests {
     #[test]
     fn blob_ids_must_be_file_names() {
         for bad in ["", ".", "..", "a/b", "../x", "a\0b"] {
-            assert!(
-                matches!(check_blob_id(bad), Err(StorageError::InvalidBlobId(_))),
-                "{bad:?}"
-            );
+            assert!(matches!(check_blob_id(bad), Err(StorageError::InvalidBlobId(_))), "{bad:?}");
         }
         check_blob_id("0123abcdef").unwrap();
         check_blob_id("..hidden-but-fine").unwrap();

@@ -32,10 +32,7 @@ pub(crate) struct Source {
 impl Source {
     /// A source over `backend`; nothing is opened yet.
     pub fn new(backend: Arc<dyn BlobBackend>) -> Self {
-        Self {
-            backend,
-            reader: OnceLock::new(),
-        }
+        Self { backend, reader: OnceLock::new() }
     }
 
     /// The blob's reader, opened and checked against `info` on first use.
@@ -76,10 +73,7 @@ pub struct CachedBlob {
 
 impl std::fmt::Debug for CachedBlob {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CachedBlob")
-            .field("blob_id", &self.info.blob_id)
-            .field("chunks", &self.locs.len())
-            .finish()
+        f.debug_struct("CachedBlob").field("blob_id", &self.info.blob_id).field("chunks", &self.locs.len()).finish()
     }
 }
 
@@ -93,16 +87,7 @@ impl CachedBlob {
         store: Option<Arc<BlobStore>>,
     ) -> Self {
         let (inflight, warned) = (Inflight::default(), Mutex::default());
-        Self {
-            info,
-            locs,
-            digests,
-            shared,
-            source,
-            store,
-            inflight,
-            warned,
-        }
+        Self { info, locs, digests, shared, source, store, inflight, warned }
     }
 
     /// The blob id.
@@ -148,23 +133,11 @@ impl CachedBlob {
     /// fetching the chunk first if it is not cached (together with missing
     /// chunks stored right after it, up to `amplify_io` bytes). Returns the
     /// bytes written (fewer than `len` only if the sink stopped accepting).
-    pub fn read_chunk(
-        &self,
-        ci: u32,
-        off: u32,
-        len: u32,
-        sink: &mut dyn ChunkSink,
-    ) -> Result<usize> {
+    pub fn read_chunk(&self, ci: u32, off: u32, len: u32, sink: &mut dyn ChunkSink) -> Result<usize> {
         let loc = self.location(ci)?;
         if off as u64 + len as u64 > loc.uncompressed_size as u64 {
             let (blob_id, size) = (self.info.blob_id.clone(), loc.uncompressed_size);
-            return Err(StorageError::RangeOutOfChunk {
-                blob_id,
-                ci,
-                offset: off,
-                len,
-                size,
-            });
+            return Err(StorageError::RangeOutOfChunk { blob_id, ci, offset: off, len, size });
         }
         if len == 0 {
             return Ok(0);
@@ -207,11 +180,7 @@ impl CachedBlob {
         let Some(store) = &self.store else {
             return Ok(());
         };
-        let mut want: Vec<u32> = cis
-            .iter()
-            .copied()
-            .filter(|&ci| !store.is_ready(ci))
-            .collect();
+        let mut want: Vec<u32> = cis.iter().copied().filter(|&ci| !store.is_ready(ci)).collect();
         if want.is_empty() {
             return Ok(());
         }
@@ -227,30 +196,13 @@ impl CachedBlob {
     /// (plus, with `amplify`, free neighbours after the last), fetch them,
     /// then wait for those other threads are fetching. A chunk whose other
     /// fetcher failed is retried once by this thread.
-    fn fetch(
-        &self,
-        store: &BlobStore,
-        wanted: &[u32],
-        amplify: bool,
-        background: bool,
-        max_run: u64,
-    ) -> Result<()> {
+    fn fetch(&self, store: &BlobStore, wanted: &[u32], amplify: bool, background: bool, max_run: u64) -> Result<()> {
         let mut first_err = None;
         for attempt in 0..2 {
-            let missing: Vec<u32> = wanted
-                .iter()
-                .copied()
-                .filter(|&ci| !store.is_ready(ci))
-                .collect();
+            let missing: Vec<u32> = wanted.iter().copied().filter(|&ci| !store.is_ready(ci)).collect();
             let Some(&last) = missing.last() else { break };
-            let extras = if amplify {
-                fetch::amplify(&self.locs, last, max_run)
-            } else {
-                Vec::new()
-            };
-            let (claim, waits) = self
-                .inflight
-                .claim(&missing, &extras, |ci| store.is_ready(ci));
+            let extras = if amplify { fetch::amplify(&self.locs, last, max_run) } else { Vec::new() };
+            let (claim, waits) = self.inflight.claim(&missing, &extras, |ci| store.is_ready(ci));
             if !claim.is_empty() {
                 if let Err(e) = self.fetch_claimed(store, claim, &missing, background, max_run) {
                     first_err.get_or_insert(e);
@@ -262,11 +214,7 @@ impl CachedBlob {
                 match slot.wait(deadline.saturating_duration_since(Instant::now())) {
                     None => {
                         let secs = self.shared.cfg.fetch_timeout.as_secs_f64();
-                        return Err(StorageError::FetchTimeout {
-                            blob_id: self.info.blob_id.clone(),
-                            ci,
-                            secs,
-                        });
+                        return Err(StorageError::FetchTimeout { blob_id: self.info.blob_id.clone(), ci, secs });
                     }
                     Some(Ok(())) => {}
                     Some(Err(_)) if attempt == 0 => retry = true,
@@ -330,9 +278,7 @@ impl CachedBlob {
             }
             Err(e) => {
                 self.log_failure(&run.cis, &e);
-                run.cis
-                    .iter()
-                    .for_each(|&ci| claim.finish(ci, Err(e.to_string())));
+                run.cis.iter().for_each(|&ci| claim.finish(ci, Err(e.to_string())));
                 if run.cis.iter().any(is_wanted) {
                     first_err.get_or_insert(e);
                 }
@@ -373,12 +319,10 @@ impl CachedBlob {
     fn store_chunk(&self, store: &BlobStore, ci: u32, run: &Run, buf: &[u8]) -> Result<()> {
         let loc = self.location(ci)?;
         let at = loc.compressed_offset.saturating_sub(run.offset) as usize;
-        let stored = buf
-            .get(at..at + loc.compressed_size as usize)
-            .ok_or_else(|| StorageError::BlobMeta {
-                blob_id: self.info.blob_id.clone(),
-                reason: format!("chunk {ci} is not inside its backend read"),
-            })?;
+        let stored = buf.get(at..at + loc.compressed_size as usize).ok_or_else(|| StorageError::BlobMeta {
+            blob_id: self.info.blob_id.clone(),
+            reason: format!("chunk {ci} is not inside its backend read"),
+        })?;
         let plain = self.decode(ci, &loc, stored)?;
         let bytes = chunk_bytes(&loc);
         self.shared.space.reserve(bytes);
@@ -390,17 +334,8 @@ impl CachedBlob {
         Ok(())
     }
 
-    fn decode<'a>(
-        &self,
-        ci: u32,
-        loc: &ChunkLocation,
-        stored: &'a [u8],
-    ) -> Result<std::borrow::Cow<'a, [u8]>> {
-        let digest = self
-            .digests
-            .get(ci as usize)
-            .and_then(Option::as_ref)
-            .filter(|_| self.shared.cfg.digest_validate);
+    fn decode<'a>(&self, ci: u32, loc: &ChunkLocation, stored: &'a [u8]) -> Result<std::borrow::Cow<'a, [u8]>> {
+        let digest = self.digests.get(ci as usize).and_then(Option::as_ref).filter(|_| self.shared.cfg.digest_validate);
         let res = fetch::decode(&self.info, ci, loc, stored, digest);
         if let Err(StorageError::DigestMismatch { .. }) = &res {
             add(&self.shared.counters.digest_errors, 1);
@@ -410,28 +345,13 @@ impl CachedBlob {
 
     /// Fetch chunk `ci` into memory and copy the slice (the dummy cache,
     /// and the last resort when eviction thrashes).
-    fn read_direct(
-        &self,
-        ci: u32,
-        loc: &ChunkLocation,
-        off: u32,
-        len: u32,
-        sink: &mut dyn ChunkSink,
-    ) -> Result<usize> {
+    fn read_direct(&self, ci: u32, loc: &ChunkLocation, off: u32, len: u32, sink: &mut dyn ChunkSink) -> Result<usize> {
         if self.store.is_none() {
             add(&self.shared.counters.misses, 1);
         }
-        let run = Run {
-            offset: loc.compressed_offset,
-            len: loc.compressed_size as u64,
-            cis: vec![ci],
-        };
-        let stored = self
-            .read_run(&run, false)
-            .inspect_err(|e| self.log_failure(&[ci], e))?;
-        let plain = self
-            .decode(ci, loc, &stored)
-            .inspect_err(|e| self.log_failure(&[ci], e))?;
+        let run = Run { offset: loc.compressed_offset, len: loc.compressed_size as u64, cis: vec![ci] };
+        let stored = self.read_run(&run, false).inspect_err(|e| self.log_failure(&[ci], e))?;
+        let plain = self.decode(ci, loc, &stored).inspect_err(|e| self.log_failure(&[ci], e))?;
         // In range: the caller checked off + len <= the chunk's plain size.
         let data = &plain[off as usize..(off + len) as usize];
         let mut done = 0;
@@ -440,13 +360,7 @@ impl CachedBlob {
                 Ok(0) => break,
                 Ok(n) => done += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(source) => {
-                    return Err(StorageError::Sink {
-                        blob_id: self.info.blob_id.clone(),
-                        ci,
-                        source,
-                    })
-                }
+                Err(source) => return Err(StorageError::Sink { blob_id: self.info.blob_id.clone(), ci, source }),
             }
         }
         Ok(done)
@@ -456,9 +370,7 @@ impl CachedBlob {
     /// chunk's failure is logged once.
     fn log_failure(&self, cis: &[u32], e: &StorageError) {
         let mut warned = lock(&self.warned);
-        let fresh = cis
-            .iter()
-            .fold(false, |fresh, &ci| warned.insert(ci) | fresh);
+        let fresh = cis.iter().fold(false, |fresh, &ci| warned.insert(ci) | fresh);
         if fresh {
             warn!(blob_id = %self.info.blob_id, "{e}");
         }

@@ -74,23 +74,14 @@ impl ChunkMap {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Opened::Missing),
             Err(e) => return Err(StorageError::io("opening chunk map", path, e)),
         };
-        let len = file
-            .metadata()
-            .map_err(|e| StorageError::io("inspecting chunk map", path, e))?
-            .len();
+        let len = file.metadata().map_err(|e| StorageError::io("inspecting chunk map", path, e))?.len();
         if len != Self::file_len(count) {
-            return Ok(Opened::Invalid(format!(
-                "size {len}, expected {}",
-                Self::file_len(count)
-            )));
+            return Ok(Opened::Invalid(format!("size {len}, expected {}", Self::file_len(count))));
         }
         let mut raw = vec![0u8; len as usize];
-        file.read_exact_at(&mut raw, 0)
-            .map_err(|e| StorageError::io("reading chunk map", path, e))?;
+        file.read_exact_at(&mut raw, 0).map_err(|e| StorageError::io("reading chunk map", path, e))?;
         if raw[..HEADER as usize] != header(blob_id, count) {
-            return Ok(Opened::Invalid(
-                "header does not match the blob (magic, version, chunk count or id)".into(),
-            ));
+            return Ok(Opened::Invalid("header does not match the blob (magic, version, chunk count or id)".into()));
         }
         let bits = &raw[HEADER as usize..];
         let spare = (count % 8) as usize;
@@ -115,22 +106,13 @@ impl ChunkMap {
             .map_err(|e| StorageError::io("creating chunk map", path, e))?;
         let mut raw = vec![0u8; Self::file_len(count) as usize];
         raw[..HEADER as usize].copy_from_slice(&header(blob_id, count));
-        file.write_all_at(&raw, 0)
-            .map_err(|e| StorageError::io("writing chunk map", path, e))?;
+        file.write_all_at(&raw, 0).map_err(|e| StorageError::io("writing chunk map", path, e))?;
         Ok(Self::with_file(file, path, count))
     }
 
     fn with_file(file: File, path: &Path, count: u32) -> Self {
-        let words = (0..(count as usize).div_ceil(64))
-            .map(|_| AtomicU64::new(0))
-            .collect();
-        Self {
-            file,
-            path: path.to_path_buf(),
-            count,
-            words,
-            persist: Mutex::new(()),
-        }
+        let words = (0..(count as usize).div_ceil(64)).map(|_| AtomicU64::new(0)).collect();
+        Self { file, path: path.to_path_buf(), count, words, persist: Mutex::new(()) }
     }
 
     /// Whether chunk `ci` is ready (false for indexes out of range).
@@ -185,10 +167,7 @@ mod tests {
     fn persists_and_validates() {
         let t = tempfile::tempdir().unwrap();
         let p = t.path().join("x.chunk_map");
-        assert!(matches!(
-            ChunkMap::open_existing(&p, "x", 100).unwrap(),
-            Opened::Missing
-        ));
+        assert!(matches!(ChunkMap::open_existing(&p, "x", 100).unwrap(), Opened::Missing));
         let m = ChunkMap::create(&p, "x", 100).unwrap();
         for ci in [0, 7, 8, 63, 64, 99] {
             m.set(ci).unwrap();
@@ -197,29 +176,13 @@ mod tests {
         m.set(100).unwrap(); // out of range: ignored
         assert!(m.is_ready(99) && !m.is_ready(7) && !m.is_ready(100) && !m.is_ready(u32::MAX));
         drop(m);
-        let Opened::Valid(m) = ChunkMap::open_existing(&p, "x", 100).unwrap() else {
-            panic!("not valid")
-        };
+        let Opened::Valid(m) = ChunkMap::open_existing(&p, "x", 100).unwrap() else { panic!("not valid") };
         assert_eq!(m.ready_chunks(), vec![0, 8, 63, 64, 99]);
-        assert!(matches!(
-            ChunkMap::open_existing(&p, "y", 100).unwrap(),
-            Opened::Invalid(_)
-        ));
-        assert!(matches!(
-            ChunkMap::open_existing(&p, "x", 101).unwrap(),
-            Opened::Invalid(_)
-        ));
+        assert!(matches!(ChunkMap::open_existing(&p, "y", 100).unwrap(), Opened::Invalid(_)));
+        assert!(matches!(ChunkMap::open_existing(&p, "x", 101).unwrap(), Opened::Invalid(_)));
         // A bit beyond the last chunk.
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(&p)
-            .unwrap()
-            .write_all_at(&[0xff], HEADER + 12)
-            .unwrap();
-        assert!(matches!(
-            ChunkMap::open_existing(&p, "x", 100).unwrap(),
-            Opened::Invalid(_)
-        ));
+        std::fs::OpenOptions::new().write(true).open(&p).unwrap().write_all_at(&[0xff], HEADER + 12).unwrap();
+        assert!(matches!(ChunkMap::open_existing(&p, "x", 100).unwrap(), Opened::Invalid(_)));
     }
 
     #[test]
@@ -234,9 +197,7 @@ mod tests {
             }
         });
         drop(m);
-        let Opened::Valid(m) = ChunkMap::open_existing(&p, "c", 64).unwrap() else {
-            panic!("not valid")
-        };
+        let Opened::Valid(m) = ChunkMap::open_existing(&p, "c", 64).unwrap() else { panic!("not valid") };
         assert_eq!(m.ready_chunks().len(), 64);
     }
 }

@@ -13,9 +13,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use nydus_format::blob_meta::{
-    decode_ci_v1, decode_trailer, encode_ci_v1, ChunkLocation, CI_V1_SIZE,
-};
+use nydus_format::blob_meta::{decode_ci_v1, decode_trailer, encode_ci_v1, ChunkLocation, CI_V1_SIZE};
 use nydus_format::codec::crc32c;
 use nydus_format::reader::BlobInfo;
 
@@ -28,34 +26,20 @@ const VERSION: u32 = 1;
 const HEADER: usize = 64;
 
 fn meta_err(info: &BlobInfo, reason: impl Into<String>) -> StorageError {
-    StorageError::BlobMeta {
-        blob_id: info.blob_id.clone(),
-        reason: reason.into(),
-    }
+    StorageError::BlobMeta { blob_id: info.blob_id.clone(), reason: reason.into() }
 }
 
 /// Read and decode the ci array from the blob itself.
-pub(crate) fn load_from_blob(
-    reader: &dyn BlobReader,
-    info: &BlobInfo,
-) -> Result<Vec<ChunkLocation>> {
+pub(crate) fn load_from_blob(reader: &dyn BlobReader, info: &BlobInfo) -> Result<Vec<ChunkLocation>> {
     let len = info.ci_compressed_size.checked_add(4096).filter(|&n| {
-        n <= (1 << 28) + 4096
-            && info
-                .ci_offset
-                .checked_add(n)
-                .is_some_and(|end| end <= info.compressed_size)
+        n <= (1 << 28) + 4096 && info.ci_offset.checked_add(n).is_some_and(|end| end <= info.compressed_size)
     });
     let Some(len) = len else {
-        return Err(meta_err(
-            info,
-            "the ci array lies outside the blob or is implausibly large",
-        ));
+        return Err(meta_err(info, "the ci array lies outside the blob or is implausibly large"));
     };
     let mut buf = vec![0u8; len as usize];
     read_full(reader, &info.blob_id, &mut buf, info.ci_offset)?;
-    let locs =
-        decode_trailer(&info.ci_descriptor(), &buf).map_err(|e| meta_err(info, e.to_string()))?;
+    let locs = decode_trailer(&info.ci_descriptor(), &buf).map_err(|e| meta_err(info, e.to_string()))?;
     check(info, &locs)?;
     Ok(locs)
 }
@@ -65,19 +49,12 @@ pub(crate) fn load_from_blob(
 /// ci array.
 pub(crate) fn check(info: &BlobInfo, locs: &[ChunkLocation]) -> Result<()> {
     if locs.len() != info.chunk_count as usize {
-        return Err(meta_err(
-            info,
-            format!("{} ci entries for {} chunks", locs.len(), info.chunk_count),
-        ));
+        return Err(meta_err(info, format!("{} ci entries for {} chunks", locs.len(), info.chunk_count)));
     }
     for (i, l) in locs.iter().enumerate() {
-        let uend = l
-            .uncompressed_offset
-            .checked_add(l.uncompressed_size as u64);
+        let uend = l.uncompressed_offset.checked_add(l.uncompressed_size as u64);
         let cend = l.compressed_offset.checked_add(l.compressed_size as u64);
-        if uend.is_none_or(|e| e > info.uncompressed_size)
-            || cend.is_none_or(|e| e > info.ci_offset)
-        {
+        if uend.is_none_or(|e| e > info.uncompressed_size) || cend.is_none_or(|e| e > info.ci_offset) {
             return Err(meta_err(info, format!("chunk {i} lies outside the blob")));
         }
     }
@@ -127,30 +104,17 @@ pub(crate) fn load_persisted(path: &Path, info: &BlobInfo) -> Result<Persisted> 
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Persisted::Missing),
         Err(e) => return Err(StorageError::io("opening", path, e)),
     };
-    let len = file
-        .metadata()
-        .map_err(|e| StorageError::io("inspecting", path, e))?
-        .len();
+    let len = file.metadata().map_err(|e| StorageError::io("inspecting", path, e))?.len();
     if len != file_len(info) {
-        return Ok(Persisted::Invalid(format!(
-            "size {len}, expected {}",
-            file_len(info)
-        )));
+        return Ok(Persisted::Invalid(format!("size {len}, expected {}", file_len(info))));
     }
     let mut raw = vec![0u8; len as usize];
-    file.read_exact_at(&mut raw, 0)
-        .map_err(|e| StorageError::io("reading", path, e))?;
+    file.read_exact_at(&mut raw, 0).map_err(|e| StorageError::io("reading", path, e))?;
     let (head, body) = raw.split_at(HEADER);
     if head != header(info, crc32c(body)) {
-        return Ok(Persisted::Invalid(
-            "header or checksum does not match the blob".into(),
-        ));
+        return Ok(Persisted::Invalid("header or checksum does not match the blob".into()));
     }
-    let locs: Vec<_> = body
-        .chunks_exact(CI_V1_SIZE)
-        .filter_map(|e| e.try_into().ok())
-        .map(decode_ci_v1)
-        .collect();
+    let locs: Vec<_> = body.chunks_exact(CI_V1_SIZE).filter_map(|e| e.try_into().ok()).map(decode_ci_v1).collect();
     Ok(match check(info, &locs) {
         Ok(()) => Persisted::Valid(locs),
         Err(e) => Persisted::Invalid(e.to_string()),
@@ -181,45 +145,24 @@ mod tests {
     #[test]
     fn persisted_roundtrip_and_corruption() {
         let t = tempfile::tempdir().unwrap();
-        let blob = TestBlob::create(
-            t.path(),
-            &BlobSpec {
-                chunk_count: 9,
-                ..Default::default()
-            },
-        );
+        let blob = TestBlob::create(t.path(), &BlobSpec { chunk_count: 9, ..Default::default() });
         let p = t.path().join("x.blob.meta");
         assert_eq!(load_persisted(&p, &blob.info).unwrap(), Persisted::Missing);
         persist(&p, &blob.info, &blob.locations).unwrap();
-        assert_eq!(
-            load_persisted(&p, &blob.info).unwrap(),
-            Persisted::Valid(blob.locations.clone())
-        );
+        assert_eq!(load_persisted(&p, &blob.info).unwrap(), Persisted::Valid(blob.locations.clone()));
         let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
         f.write_all_at(&[0x55], HEADER as u64 + 3).unwrap();
-        assert!(matches!(
-            load_persisted(&p, &blob.info).unwrap(),
-            Persisted::Invalid(_)
-        ));
+        assert!(matches!(load_persisted(&p, &blob.info).unwrap(), Persisted::Invalid(_)));
         let mut other = blob.info.clone();
         other.compressed_size += 1;
         persist(&p, &blob.info, &blob.locations).unwrap();
-        assert!(matches!(
-            load_persisted(&p, &other).unwrap(),
-            Persisted::Invalid(_)
-        ));
+        assert!(matches!(load_persisted(&p, &other).unwrap(), Persisted::Invalid(_)));
     }
 
     #[test]
     fn locations_outside_the_blob_are_rejected() {
         let t = tempfile::tempdir().unwrap();
-        let blob = TestBlob::create(
-            t.path(),
-            &BlobSpec {
-                chunk_count: 3,
-                ..Default::default()
-            },
-        );
+        let blob = TestBlob::create(t.path(), &BlobSpec { chunk_count: 3, ..Default::default() });
         let mut locs = blob.locations.clone();
         locs[2].uncompressed_size = u32::MAX;
         assert!(check(&blob.info, &locs).is_err());

@@ -30,19 +30,14 @@ pub(crate) fn plan_runs(locs: &[ChunkLocation], cis: &[u32], max: u64) -> Vec<Ru
         };
         let size = l.compressed_size as u64;
         if let Some(r) = runs.last_mut() {
-            let adjacent = r.cis.last().is_some_and(|&p| p + 1 == ci)
-                && r.offset + r.len == l.compressed_offset;
+            let adjacent = r.cis.last().is_some_and(|&p| p + 1 == ci) && r.offset + r.len == l.compressed_offset;
             if adjacent && r.len + size <= max {
                 r.len += size;
                 r.cis.push(ci);
                 continue;
             }
         }
-        runs.push(Run {
-            offset: l.compressed_offset,
-            len: size,
-            cis: vec![ci],
-        });
+        runs.push(Run { offset: l.compressed_offset, len: size, cis: vec![ci] });
     }
     runs
 }
@@ -53,10 +48,7 @@ pub(crate) fn amplify(locs: &[ChunkLocation], ci: u32, max: u64) -> Vec<u32> {
     let Some(first) = locs.get(ci as usize) else {
         return Vec::new();
     };
-    let (mut end, mut total) = (
-        first.compressed_offset + first.compressed_size as u64,
-        first.compressed_size as u64,
-    );
+    let (mut end, mut total) = (first.compressed_offset + first.compressed_size as u64, first.compressed_size as u64);
     let mut out = Vec::new();
     for (i, l) in locs.iter().enumerate().skip(ci as usize + 1) {
         total += l.compressed_size as u64;
@@ -80,22 +72,17 @@ pub(crate) fn decode<'a>(
 ) -> Result<Cow<'a, [u8]>> {
     let plain = if loc.is_compressed() {
         let size = loc.uncompressed_size as usize;
-        let plain = info.compressor.decompress(stored, size).map_err(|source| {
-            StorageError::Decompress {
-                blob_id: info.blob_id.clone(),
-                ci,
-                source,
-            }
+        let plain = info.compressor.decompress(stored, size).map_err(|source| StorageError::Decompress {
+            blob_id: info.blob_id.clone(),
+            ci,
+            source,
         })?;
         Cow::Owned(plain)
     } else {
         Cow::Borrowed(stored)
     };
     if digest.is_some_and(|d| info.digester.digest(&plain) != *d) {
-        return Err(StorageError::DigestMismatch {
-            blob_id: info.blob_id.clone(),
-            ci,
-        });
+        return Err(StorageError::DigestMismatch { blob_id: info.blob_id.clone(), ci });
     }
     Ok(plain)
 }

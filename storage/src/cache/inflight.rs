@@ -26,10 +26,7 @@ impl Slot {
     /// Wait up to `timeout` for the outcome; `None` on timeout.
     pub fn wait(&self, timeout: Duration) -> Option<Outcome> {
         let g = lock(&self.state);
-        let (g, _) = self
-            .cv
-            .wait_timeout_while(g, timeout, |s| s.is_none())
-            .unwrap_or_else(|e| e.into_inner());
+        let (g, _) = self.cv.wait_timeout_while(g, timeout, |s| s.is_none()).unwrap_or_else(|e| e.into_inner());
         g.clone()
     }
 
@@ -59,12 +56,7 @@ impl Inflight {
     /// Claim every chunk of `wanted` that is neither ready nor in flight (the
     /// in-flight ones are returned to wait on), then as many of `extras`, in
     /// order, as are free (stopping at the first that is not).
-    pub fn claim(
-        &self,
-        wanted: &[u32],
-        extras: &[u32],
-        ready: impl Fn(u32) -> bool,
-    ) -> (Claim<'_>, Waits) {
+    pub fn claim(&self, wanted: &[u32], extras: &[u32], ready: impl Fn(u32) -> bool) -> (Claim<'_>, Waits) {
         let mut t = lock(&self.table);
         let (mut slots, mut waits) = (Vec::new(), Vec::new());
         for &ci in wanted {
@@ -115,10 +107,7 @@ impl Claim<'_> {
 impl Drop for Claim<'_> {
     fn drop(&mut self) {
         for ci in self.slots.iter().map(|s| s.0).collect::<Vec<_>>() {
-            self.finish(
-                ci,
-                Err("the fetching thread stopped before finishing the chunk".into()),
-            );
+            self.finish(ci, Err("the fetching thread stopped before finishing the chunk".into()));
         }
     }
 }
@@ -138,10 +127,7 @@ mod tests {
         assert_eq!(wb.len(), 1);
         assert_eq!(wb[0].1.wait(Duration::from_millis(10)), None);
         a.finish(2, Err("boom".into()));
-        assert_eq!(
-            wb[0].1.wait(Duration::from_millis(10)),
-            Some(Err("boom".into()))
-        );
+        assert_eq!(wb[0].1.wait(Duration::from_millis(10)), Some(Err("boom".into())));
         let (_, w1) = f.claim(&[1], &[], |_| false);
         drop(a);
         assert!(w1[0].1.wait(Duration::from_secs(1)).unwrap().is_err());

@@ -41,9 +41,7 @@ struct Registry {
 
 impl std::fmt::Debug for BlobCacheManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BlobCacheManager")
-            .field("work_dir", &self.shared.cfg.work_dir)
-            .finish()
+        f.debug_struct("BlobCacheManager").field("work_dir", &self.shared.cfg.work_dir).finish()
     }
 }
 
@@ -60,11 +58,7 @@ impl BlobCacheManager {
             CacheKind::Blobcache => Some(lock_dir(&cfg.work_dir)?),
         };
         let shared = Arc::new(Shared::new(cfg, lock_file));
-        Ok(Arc::new(Self {
-            shared,
-            backend,
-            registry: Mutex::default(),
-        }))
+        Ok(Arc::new(Self { shared, backend, registry: Mutex::default() }))
     }
 
     /// The cache settings.
@@ -86,11 +80,7 @@ impl BlobCacheManager {
     /// A cold open reads the blob's ci array from the backend (after
     /// checking the blob's size) and persists it; a warm one reads nothing
     /// from the backend until a chunk is missing.
-    pub fn open_blob(
-        self: &Arc<Self>,
-        info: &BlobInfo,
-        digests: Vec<Option<Digest>>,
-    ) -> Result<Arc<CachedBlob>> {
+    pub fn open_blob(self: &Arc<Self>, info: &BlobInfo, digests: Vec<Option<Digest>>) -> Result<Arc<CachedBlob>> {
         check_blob_id(&info.blob_id)?;
         info.data_supported().map_err(StorageError::Unsupported)?;
         // Held across the open so that two threads never set up the same
@@ -113,32 +103,18 @@ impl BlobCacheManager {
                 (store.locations(), Some(store))
             }
         };
-        let blob = Arc::new(CachedBlob::new(
-            info.clone(),
-            locs,
-            digests,
-            self.shared.clone(),
-            source,
-            store,
-        ));
+        let blob = Arc::new(CachedBlob::new(info.clone(), locs, digests, self.shared.clone(), source, store));
         reg.blobs.retain(|_, b| b.strong_count() > 0);
-        reg.blobs
-            .insert(info.blob_id.clone(), Arc::downgrade(&blob));
+        reg.blobs.insert(info.blob_id.clone(), Arc::downgrade(&blob));
         Ok(blob)
     }
 
-    fn open_store(
-        &self,
-        reg: &mut Registry,
-        source: &Source,
-        info: &BlobInfo,
-    ) -> Result<Arc<BlobStore>> {
+    fn open_store(&self, reg: &mut Registry, source: &Source, info: &BlobInfo) -> Result<Arc<BlobStore>> {
         let work_dir = &self.shared.cfg.work_dir;
         let locs = self.load_locations(source, info)?;
         let store = Arc::new(BlobStore::open(work_dir, reg.next_slot, info, locs)?);
         reg.next_slot += 1;
-        let fixed = round_up_4k(ChunkMap::file_len(info.chunk_count))
-            + round_up_4k(ci_array::file_len(info));
+        let fixed = round_up_4k(ChunkMap::file_len(info.chunk_count)) + round_up_4k(ci_array::file_len(info));
         self.shared.space.register(&store, fixed);
         reg.stores.insert(info.blob_id.clone(), store.clone());
         Ok(store)
@@ -146,11 +122,7 @@ impl BlobCacheManager {
 
     /// The ci array from `<id>.blob.meta`, else from the blob (then persisted).
     fn load_locations(&self, source: &Source, info: &BlobInfo) -> Result<Arc<[ChunkLocation]>> {
-        let path = self
-            .shared
-            .cfg
-            .work_dir
-            .join(format!("{}.blob.meta", info.blob_id));
+        let path = self.shared.cfg.work_dir.join(format!("{}.blob.meta", info.blob_id));
         match ci_array::load_persisted(&path, info)? {
             Persisted::Valid(locs) => return Ok(locs.into()),
             Persisted::Invalid(reason) => {
@@ -167,8 +139,7 @@ impl BlobCacheManager {
 
 /// Create `dir` and take the exclusive `flock` on `dir/.lock`.
 fn lock_dir(dir: &Path) -> Result<File> {
-    std::fs::create_dir_all(dir)
-        .map_err(|e| StorageError::io("creating cache directory", dir, e))?;
+    std::fs::create_dir_all(dir).map_err(|e| StorageError::io("creating cache directory", dir, e))?;
     let path: PathBuf = dir.join(".lock");
     let file = File::options()
         .read(true)
@@ -179,9 +150,7 @@ fn lock_dir(dir: &Path) -> Result<File> {
         .map_err(|e| StorageError::io("opening lock file", &path, e))?;
     match sys::try_lock_exclusive(&file) {
         Ok(true) => Ok(file),
-        Ok(false) => Err(StorageError::Locked {
-            dir: dir.to_path_buf(),
-        }),
+        Ok(false) => Err(StorageError::Locked { dir: dir.to_path_buf() }),
         Err(e) => Err(StorageError::io("locking", &path, e)),
     }
 }

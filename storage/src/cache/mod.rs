@@ -72,13 +72,7 @@ impl Shared {
     fn new(cfg: CacheConfig, lock: Option<File>) -> Self {
         let counters = Arc::new(CacheCounters::default());
         let space = Space::new(cfg.max_size, counters.clone());
-        Self {
-            cfg,
-            counters,
-            space,
-            on_demand: AtomicUsize::new(0),
-            _lock: lock,
-        }
+        Self { cfg, counters, space, on_demand: AtomicUsize::new(0), _lock: lock }
     }
 
     /// Count one on-demand fetch until the guard drops.

@@ -57,11 +57,7 @@ impl Drop for Pin<'_> {
 impl Space {
     /// Account nothing yet; `limit` is `CacheConfig::max_size`.
     pub fn new(limit: Option<u64>, counters: Arc<CacheCounters>) -> Self {
-        Self {
-            limit,
-            counters,
-            inner: Mutex::new(Inner::default()),
-        }
+        Self { limit, counters, inner: Mutex::new(Inner::default()) }
     }
 
     /// Account a newly opened store: `fixed` bytes of metadata files plus its
@@ -108,10 +104,7 @@ impl Space {
     /// Pin chunk `ci` of `store` if it is ready (and mark it used).
     pub fn pin<'a>(&'a self, store: &BlobStore, ci: u32) -> Option<Pin<'a>> {
         if self.limit.is_none() {
-            return store.is_ready(ci).then_some(Pin {
-                space: self,
-                key: None,
-            });
+            return store.is_ready(ci).then_some(Pin { space: self, key: None });
         }
         let mut g = lock(&self.inner);
         if !store.is_ready(ci) {
@@ -120,10 +113,7 @@ impl Space {
         let key = (store.slot, ci);
         g.lru.pin(key);
         g.lru.touch(key);
-        Some(Pin {
-            space: self,
-            key: Some(key),
-        })
+        Some(Pin { space: self, key: Some(key) })
     }
 
     fn make_room(&self, g: &mut Inner, need: u64) {
@@ -132,7 +122,12 @@ impl Space {
             let Some(((slot, ci), size)) = g.lru.pop_victim() else {
                 if !g.overshoot_warned {
                     g.overshoot_warned = true;
-                    warn!(limit, used = g.used, need, "cache exceeds max_size: nothing left to evict (chunks in use or larger than the limit)");
+                    warn!(
+                        limit,
+                        used = g.used,
+                        need,
+                        "cache exceeds max_size: nothing left to evict (chunks in use or larger than the limit)"
+                    );
                 }
                 return;
             };

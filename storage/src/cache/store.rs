@@ -44,12 +44,7 @@ pub(crate) struct BlobStore {
 impl BlobStore {
     /// Open the cache files of `info` in `work_dir`, reusing them when they
     /// are consistent with the blob, else recreating both (empty).
-    pub fn open(
-        work_dir: &Path,
-        slot: u32,
-        info: &BlobInfo,
-        locs: Arc<[ChunkLocation]>,
-    ) -> Result<Self> {
+    pub fn open(work_dir: &Path, slot: u32, info: &BlobInfo, locs: Arc<[ChunkLocation]>) -> Result<Self> {
         let id = &info.blob_id;
         let map_path = work_dir.join(format!("{id}.chunk_map"));
         let data_path = work_dir.join(format!("{id}.blob.data"));
@@ -57,15 +52,7 @@ impl BlobStore {
             Opened::Valid(map) => match open_data(&data_path, info.uncompressed_size)? {
                 Ok(data) => {
                     let punch_warned = AtomicBool::new(false);
-                    return Ok(Self {
-                        slot,
-                        blob_id: id.clone(),
-                        locs,
-                        data,
-                        data_path,
-                        map,
-                        punch_warned,
-                    });
+                    return Ok(Self { slot, blob_id: id.clone(), locs, data, data_path, map, punch_warned });
                 }
                 Err(reason) => Some(reason),
             },
@@ -84,17 +71,8 @@ impl BlobStore {
             .truncate(true)
             .open(&data_path)
             .map_err(|e| StorageError::io("creating cache file", &data_path, e))?;
-        data.set_len(info.uncompressed_size)
-            .map_err(|e| StorageError::io("sizing cache file", &data_path, e))?;
-        Ok(Self {
-            slot,
-            blob_id: id.clone(),
-            locs,
-            data,
-            data_path,
-            map,
-            punch_warned: AtomicBool::new(false),
-        })
+        data.set_len(info.uncompressed_size).map_err(|e| StorageError::io("sizing cache file", &data_path, e))?;
+        Ok(Self { slot, blob_id: id.clone(), locs, data, data_path, map, punch_warned: AtomicBool::new(false) })
     }
 
     /// Whether chunk `ci` is ready.
@@ -164,13 +142,7 @@ impl BlobStore {
                 Ok(0) => break,
                 Ok(n) => done += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(source) => {
-                    return Err(StorageError::Sink {
-                        blob_id: self.blob_id.clone(),
-                        ci,
-                        source,
-                    })
-                }
+                Err(source) => return Err(StorageError::Sink { blob_id: self.blob_id.clone(), ci, source }),
             }
         }
         Ok(done)
@@ -182,20 +154,12 @@ impl BlobStore {
 fn open_data(path: &Path, size: u64) -> Result<std::result::Result<File, String>> {
     let file = match File::options().read(true).write(true).open(path) {
         Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Ok(Err(format!("{} is missing", path.display())))
-        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Err(format!("{} is missing", path.display()))),
         Err(e) => return Err(StorageError::io("opening cache file", path, e)),
     };
-    let len = file
-        .metadata()
-        .map_err(|e| StorageError::io("inspecting cache file", path, e))?
-        .len();
+    let len = file.metadata().map_err(|e| StorageError::io("inspecting cache file", path, e))?.len();
     if len != size {
-        return Ok(Err(format!(
-            "{} is {len} bytes, expected {size}",
-            path.display()
-        )));
+        return Ok(Err(format!("{} is {len} bytes, expected {size}", path.display())));
     }
     Ok(Ok(file))
 }

@@ -24,13 +24,7 @@ fn hammer(f: &Fixture, cfg: CacheConfig, threads: u64) {
                     let ci = rng.below(n) as u32;
                     let size = truth.chunks[ci as usize].len() as u64;
                     let off = rng.below(size);
-                    check_read(
-                        blob,
-                        truth,
-                        ci,
-                        off as u32,
-                        rng.below(size - off) as u32 + 1,
-                    );
+                    check_read(blob, truth, ci, off as u32, rng.below(size - off) as u32 + 1);
                 }
                 for ci in 0..n as u32 {
                     check_read(blob, truth, ci, 0, 1);
@@ -46,37 +40,16 @@ fn hammer(f: &Fixture, cfg: CacheConfig, threads: u64) {
 
 #[test]
 fn sixteen_threads_fetch_each_chunk_once() {
-    let f = Fixture::new(&BlobSpec {
-        chunk_count: 32,
-        ..Default::default()
-    });
+    let f = Fixture::new(&BlobSpec { chunk_count: 32, ..Default::default() });
     let base = 1; // the ci array
-    hammer(
-        &f,
-        CacheConfig {
-            amplify_io: 0,
-            ..f.cfg()
-        },
-        16,
-    );
+    hammer(&f, CacheConfig { amplify_io: 0, ..f.cfg() }, 16);
     assert_eq!(f.reads() - base, 32, "one backend read per chunk");
 }
 
 #[test]
 fn sixteen_threads_with_amplification_never_refetch() {
-    let f = Fixture::new(&BlobSpec {
-        chunk_count: 32,
-        seed: 9,
-        ..Default::default()
-    });
-    hammer(
-        &f,
-        CacheConfig {
-            amplify_io: 64 << 10,
-            ..f.cfg()
-        },
-        16,
-    );
+    let f = Fixture::new(&BlobSpec { chunk_count: 32, seed: 9, ..Default::default() });
+    hammer(&f, CacheConfig { amplify_io: 64 << 10, ..f.cfg() }, 16);
 }
 
 /// A backend whose reads block while the gate is closed.
@@ -139,13 +112,7 @@ struct Gated {
 impl Gated {
     fn new(timeout: Duration) -> Self {
         let tmp = tempfile::tempdir().unwrap();
-        let blob = TestBlob::create(
-            tmp.path(),
-            &BlobSpec {
-                chunk_count: 4,
-                ..Default::default()
-            },
-        );
+        let blob = TestBlob::create(tmp.path(), &BlobSpec { chunk_count: 4, ..Default::default() });
         let closed = Arc::new((Mutex::new(false), Condvar::new()));
         let fail_once = Arc::new(AtomicBool::new(false));
         let reads = Arc::new(AtomicU64::new(0));
@@ -155,20 +122,10 @@ impl Gated {
             fail_once: fail_once.clone(),
             reads: reads.clone(),
         });
-        let cfg = CacheConfig {
-            amplify_io: 0,
-            fetch_timeout: timeout,
-            ..testutil::cache_config(&tmp.path().join("c"))
-        };
+        let cfg =
+            CacheConfig { amplify_io: 0, fetch_timeout: timeout, ..testutil::cache_config(&tmp.path().join("c")) };
         let manager = BlobCacheManager::new(cfg, backend).unwrap();
-        Self {
-            _tmp: tmp,
-            blob,
-            manager,
-            closed,
-            fail_once,
-            reads,
-        }
+        Self { _tmp: tmp, blob, manager, closed, fail_once, reads }
     }
 
     fn set_closed(&self, closed: bool) {
@@ -180,10 +137,7 @@ impl Gated {
     fn wait_reads(&self, n: u64) {
         let t = Instant::now();
         while self.reads.load(Ordering::SeqCst) < n {
-            assert!(
-                t.elapsed() < Duration::from_secs(10),
-                "backend read never started"
-            );
+            assert!(t.elapsed() < Duration::from_secs(10), "backend read never started");
             std::thread::sleep(Duration::from_millis(1));
         }
     }
@@ -198,9 +152,7 @@ fn waiters_time_out_when_the_backend_stalls() {
         let first = s.spawn(|| check_read(&blob, &g.blob, 1, 0, 100));
         g.wait_reads(2);
         let t = Instant::now();
-        let e = blob
-            .read_chunk(1, 0, 100, &mut VecSink::default())
-            .unwrap_err();
+        let e = blob.read_chunk(1, 0, 100, &mut VecSink::default()).unwrap_err();
         assert!(matches!(e, StorageError::FetchTimeout { ci: 1, .. }), "{e}");
         assert!(t.elapsed() >= Duration::from_millis(150) && t.elapsed() < Duration::from_secs(5));
         assert!(e.to_string().contains("backend stalled"), "{e}");

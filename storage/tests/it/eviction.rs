@@ -9,17 +9,9 @@ const CHUNK: u64 = 16 << 10;
 
 #[test]
 fn reads_stay_correct_and_within_the_limit() {
-    let f = Fixture::new(&BlobSpec {
-        chunk_count: 64,
-        chunk_size: CHUNK as usize,
-        ..Default::default()
-    });
+    let f = Fixture::new(&BlobSpec { chunk_count: 64, chunk_size: CHUNK as usize, ..Default::default() });
     let limit = f.blob.info.uncompressed_size / 4;
-    let m = f.manager(CacheConfig {
-        max_size: Some(limit),
-        amplify_io: 64 << 10,
-        ..f.cfg()
-    });
+    let m = f.manager(CacheConfig { max_size: Some(limit), amplify_io: 64 << 10, ..f.cfg() });
     let blob = f.open(&m);
     let mut rng = Rng::new(3);
     for round in 0..3 {
@@ -28,10 +20,7 @@ fn reads_stay_correct_and_within_the_limit() {
             check_read(&blob, &f.blob, rng.below(64) as u32, 0, 512);
         }
         let du = allocated_bytes(&f.work_dir);
-        assert!(
-            du <= limit + CHUNK,
-            "round {round}: {du} bytes on disk, limit {limit}"
-        );
+        assert!(du <= limit + CHUNK, "round {round}: {du} bytes on disk, limit {limit}");
     }
     let mt = m.metrics();
     assert!(mt.evictions > 0, "{mt:?}");
@@ -43,41 +32,21 @@ fn reads_stay_correct_and_within_the_limit() {
     // The evictions were persisted: a restart trusts exactly the kept chunks.
     drop(blob);
     drop(m);
-    let m = f.manager(CacheConfig {
-        max_size: Some(limit),
-        ..f.cfg()
-    });
+    let m = f.manager(CacheConfig { max_size: Some(limit), ..f.cfg() });
     let blob = f.open(&m);
-    assert_eq!(
-        (0..64).filter(|&ci| blob.is_cached(ci)).count() as u64,
-        cached
-    );
+    assert_eq!((0..64).filter(|&ci| blob.is_cached(ci)).count() as u64, cached);
     let before = f.reads();
     for ci in (0..64).filter(|&ci| blob.is_cached(ci)) {
-        check_read(
-            &blob,
-            &f.blob,
-            ci,
-            0,
-            f.blob.chunks[ci as usize].len() as u32,
-        );
+        check_read(&blob, &f.blob, ci, 0, f.blob.chunks[ci as usize].len() as u32);
     }
     assert_eq!(f.reads(), before);
 }
 
 #[test]
 fn concurrent_readers_with_a_tiny_cache() {
-    let f = Fixture::new(&BlobSpec {
-        chunk_count: 32,
-        chunk_size: CHUNK as usize,
-        ..Default::default()
-    });
+    let f = Fixture::new(&BlobSpec { chunk_count: 32, chunk_size: CHUNK as usize, ..Default::default() });
     let limit = 4 * CHUNK;
-    let m = f.manager(CacheConfig {
-        max_size: Some(limit),
-        amplify_io: 0,
-        ..f.cfg()
-    });
+    let m = f.manager(CacheConfig { max_size: Some(limit), amplify_io: 0, ..f.cfg() });
     let blob = f.open(&m);
     std::thread::scope(|s| {
         for t in 0..6 {
@@ -93,24 +62,14 @@ fn concurrent_readers_with_a_tiny_cache() {
             });
         }
     });
-    assert!(
-        allocated_bytes(&f.work_dir) <= limit + CHUNK * 7,
-        "pinned chunks may overshoot by one per reader"
-    );
+    assert!(allocated_bytes(&f.work_dir) <= limit + CHUNK * 7, "pinned chunks may overshoot by one per reader");
     assert!(m.metrics().evictions > 0);
 }
 
 #[test]
 fn a_chunk_larger_than_the_limit_is_still_served() {
-    let f = Fixture::new(&BlobSpec {
-        chunk_count: 4,
-        chunk_size: CHUNK as usize,
-        ..Default::default()
-    });
-    let m = f.manager(CacheConfig {
-        max_size: Some(8 << 10),
-        ..f.cfg()
-    });
+    let f = Fixture::new(&BlobSpec { chunk_count: 4, chunk_size: CHUNK as usize, ..Default::default() });
+    let m = f.manager(CacheConfig { max_size: Some(8 << 10), ..f.cfg() });
     let blob = f.open(&m);
     check_all(&blob, &f.blob);
     check_all(&blob, &f.blob);

@@ -9,10 +9,7 @@ use crate::util::{check_all, Fixture};
 
 #[test]
 fn warm_restart_reads_nothing_from_the_backend() {
-    let f = Fixture::new(&BlobSpec {
-        chunk_count: 20,
-        ..Default::default()
-    });
+    let f = Fixture::new(&BlobSpec { chunk_count: 20, ..Default::default() });
     {
         let m = f.manager(f.cfg());
         check_all(&f.open(&m), &f.blob);
@@ -25,23 +22,13 @@ fn warm_restart_reads_nothing_from_the_backend() {
     assert!((0..20).all(|ci| blob.is_cached(ci)));
     check_all(&blob, &f.blob);
     assert_eq!(backend.counts.reads(), 0);
-    assert_eq!(
-        backend
-            .counts
-            .opens
-            .load(std::sync::atomic::Ordering::SeqCst),
-        0
-    );
+    assert_eq!(backend.counts.opens.load(std::sync::atomic::Ordering::SeqCst), 0);
     let mt = m.metrics();
     assert_eq!((mt.hits, mt.misses, mt.entries), (20, 0, 20));
 }
 
 fn corrupt(path: &std::path::Path, at: u64) {
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .unwrap();
+    let f = std::fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
     let mut b = [0u8; 1];
     f.read_exact_at(&mut b, at).unwrap();
     f.write_all_at(&[b[0] ^ 0x5a], at).unwrap();
@@ -49,10 +36,7 @@ fn corrupt(path: &std::path::Path, at: u64) {
 
 #[test]
 fn damaged_chunk_map_discards_the_cache() {
-    let f = Fixture::new(&BlobSpec {
-        chunk_count: 10,
-        ..Default::default()
-    });
+    let f = Fixture::new(&BlobSpec { chunk_count: 10, ..Default::default() });
     let map = f.work_dir.join(format!("{}.chunk_map", f.blob.id()));
     let data = f.work_dir.join(format!("{}.blob.data", f.blob.id()));
     for damage in 0..2 {
@@ -63,35 +47,21 @@ fn damaged_chunk_map_discards_the_cache() {
         if damage == 0 {
             corrupt(&map, 0); // magic
         } else {
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open(&data)
-                .unwrap()
-                .set_len(4096)
-                .unwrap();
+            std::fs::OpenOptions::new().write(true).open(&data).unwrap().set_len(4096).unwrap();
         }
         let before = f.reads();
         let m = f.manager(f.cfg());
         let blob = f.open(&m);
-        assert!(
-            (0..10).all(|ci| !blob.is_cached(ci)),
-            "damage {damage}: stale chunks trusted"
-        );
+        assert!((0..10).all(|ci| !blob.is_cached(ci)), "damage {damage}: stale chunks trusted");
         check_all(&blob, &f.blob);
         assert!(f.reads() > before);
-        assert_eq!(
-            std::fs::metadata(&data).unwrap().len(),
-            f.blob.info.uncompressed_size
-        );
+        assert_eq!(std::fs::metadata(&data).unwrap().len(), f.blob.info.uncompressed_size);
     }
 }
 
 #[test]
 fn damaged_meta_file_is_reloaded_and_data_kept() {
-    let f = Fixture::new(&BlobSpec {
-        chunk_count: 10,
-        ..Default::default()
-    });
+    let f = Fixture::new(&BlobSpec { chunk_count: 10, ..Default::default() });
     {
         let m = f.manager(f.cfg());
         check_all(&f.open(&m), &f.blob);
@@ -113,10 +83,7 @@ fn second_manager_on_one_work_dir_is_refused() {
     let e = BlobCacheManager::new(f.cfg(), f.backend.clone()).unwrap_err();
     assert!(matches!(e, StorageError::Locked { .. }), "{e}");
     let msg = e.to_string();
-    assert!(
-        msg.contains(&f.work_dir.display().to_string()) && msg.contains("another nydusd"),
-        "{msg}"
-    );
+    assert!(msg.contains(&f.work_dir.display().to_string()) && msg.contains("another nydusd"), "{msg}");
     // The lock lives as long as a blob does, and goes with the last one.
     let blob = f.open(&m);
     drop(m);
@@ -138,9 +105,5 @@ fn reopening_a_blob_reuses_it() {
     let c = f.open(&m);
     assert!(c.is_cached(1));
     assert_eq!(f.reads(), reads);
-    assert_eq!(
-        m.metrics().entries,
-        2,
-        "a reopened store is not counted twice"
-    );
+    assert_eq!(m.metrics().entries, 2, "a reopened store is not counted twice");
 }

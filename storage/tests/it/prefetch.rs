@@ -9,14 +9,8 @@ use crate::util::{check_all, total_stored, Fixture};
 
 #[test]
 fn prefetch_fills_the_cache() {
-    let f = Fixture::new(&BlobSpec {
-        chunk_count: 40,
-        ..Default::default()
-    });
-    let m = f.manager(CacheConfig {
-        amplify_io: 0,
-        ..f.cfg()
-    });
+    let f = Fixture::new(&BlobSpec { chunk_count: 40, ..Default::default() });
+    let m = f.manager(CacheConfig { amplify_io: 0, ..f.cfg() });
     let blob = f.open(&m);
     let p = Prefetcher::new(&PrefetchConfig {
         enable: true,
@@ -31,10 +25,7 @@ fn prefetch_fills_the_cache() {
     assert!((0..40).all(|ci| blob.is_cached(ci)));
     let mt = m.metrics();
     assert_eq!(mt.prefetch_bytes, total_stored(&f.blob), "{mt:?}");
-    assert!(
-        f.reads() - base < 40,
-        "batches are merged up to merging_size"
-    );
+    assert!(f.reads() - base < 40, "batches are merged up to merging_size");
     let t = Instant::now();
     p.stop();
     assert!(t.elapsed() < Duration::from_secs(1));
@@ -45,10 +36,7 @@ fn prefetch_fills_the_cache() {
 
 #[test]
 fn stop_is_prompt_while_throttled() {
-    let f = Fixture::new(&BlobSpec {
-        chunk_count: 64,
-        ..Default::default()
-    });
+    let f = Fixture::new(&BlobSpec { chunk_count: 64, ..Default::default() });
     let m = f.manager(f.cfg());
     let blob = f.open(&m);
     let p = Prefetcher::new(&PrefetchConfig {
@@ -65,14 +53,7 @@ fn stop_is_prompt_while_throttled() {
     assert!(!p.wait_idle(Duration::from_millis(10)));
     let t = Instant::now();
     drop(p);
-    assert!(
-        t.elapsed() < Duration::from_millis(500),
-        "stop took {:?}",
-        t.elapsed()
-    );
+    assert!(t.elapsed() < Duration::from_millis(500), "stop took {:?}", t.elapsed());
     let cached = (0..64).filter(|&ci| blob.is_cached(ci)).count();
-    assert!(
-        cached > 0 && cached < 64,
-        "throttling let {cached} chunks through"
-    );
+    assert!(cached > 0 && cached < 64, "throttling let {cached} chunks through");
 }

@@ -10,28 +10,15 @@ use crate::util::{check_all, check_read, total_stored, Fixture};
 fn every_compressor_reads_correctly() {
     for compressor in [Compressor::Zstd, Compressor::Lz4Block, Compressor::None] {
         for digester in [Digester::Blake3, Digester::Sha256] {
-            let f = Fixture::new(&BlobSpec {
-                compressor,
-                digester,
-                chunk_count: 12,
-                ..Default::default()
-            });
-            let stored_plain = f
-                .blob
-                .locations
-                .iter()
-                .filter(|l| !l.is_compressed())
-                .count();
+            let f = Fixture::new(&BlobSpec { compressor, digester, chunk_count: 12, ..Default::default() });
+            let stored_plain = f.blob.locations.iter().filter(|l| !l.is_compressed()).count();
             if compressor != Compressor::None {
                 assert!(
                     stored_plain > 0 && stored_plain < 12,
                     "{compressor:?}: want a mix of compressed and stored chunks"
                 );
             }
-            let m = f.manager(nydus_storage::CacheConfig {
-                digest_validate: true,
-                ..f.cfg()
-            });
+            let m = f.manager(nydus_storage::CacheConfig { digest_validate: true, ..f.cfg() });
             let blob = f.open(&m);
             let mut rng = Rng::new(7);
             for _ in 0..40 {
@@ -52,14 +39,8 @@ fn every_compressor_reads_correctly() {
 
 #[test]
 fn only_requested_chunks_are_fetched() {
-    let f = Fixture::new(&BlobSpec {
-        chunk_count: 10,
-        ..Default::default()
-    });
-    let cfg = nydus_storage::CacheConfig {
-        amplify_io: 0,
-        ..f.cfg()
-    };
+    let f = Fixture::new(&BlobSpec { chunk_count: 10, ..Default::default() });
+    let cfg = nydus_storage::CacheConfig { amplify_io: 0, ..f.cfg() };
     {
         let m = f.manager(cfg.clone());
         let blob = f.open(&m);
@@ -81,16 +62,10 @@ fn only_requested_chunks_are_fetched() {
 
 #[test]
 fn adjacent_chunks_are_merged_up_to_amplify_io() {
-    let f = Fixture::new(&BlobSpec {
-        chunk_count: 24,
-        ..Default::default()
-    });
+    let f = Fixture::new(&BlobSpec { chunk_count: 24, ..Default::default() });
     let locs = &f.blob.locations;
     let amplify = 40 << 10;
-    let m = f.manager(nydus_storage::CacheConfig {
-        amplify_io: amplify,
-        ..f.cfg()
-    });
+    let m = f.manager(nydus_storage::CacheConfig { amplify_io: amplify, ..f.cfg() });
     let blob = f.open(&m);
     let base = f.reads();
     // read_chunk brings along the following chunks that fit in amplify_io.
@@ -120,25 +95,12 @@ fn adjacent_chunks_are_merged_up_to_amplify_io() {
 
 #[test]
 fn bad_chunk_indexes_and_ranges_are_errors() {
-    let f = Fixture::new(&BlobSpec {
-        chunk_count: 3,
-        ..Default::default()
-    });
+    let f = Fixture::new(&BlobSpec { chunk_count: 3, ..Default::default() });
     let m = f.manager(f.cfg());
     let blob = f.open(&m);
     let mut sink = VecSink::default();
     let e = blob.read_chunk(3, 0, 1, &mut sink).unwrap_err();
-    assert!(
-        matches!(
-            e,
-            StorageError::ChunkOutOfRange {
-                ci: 3,
-                count: 3,
-                ..
-            }
-        ),
-        "{e}"
-    );
+    assert!(matches!(e, StorageError::ChunkOutOfRange { ci: 3, count: 3, .. }), "{e}");
     let size = f.blob.chunks[0].len() as u32;
     let e = blob.read_chunk(0, size - 1, 2, &mut sink).unwrap_err();
     assert!(matches!(e, StorageError::RangeOutOfChunk { .. }), "{e}");
@@ -149,24 +111,13 @@ fn bad_chunk_indexes_and_ranges_are_errors() {
 
 #[test]
 fn dummy_cache_reads_without_files() {
-    let f = Fixture::new(&BlobSpec {
-        chunk_count: 8,
-        ..Default::default()
-    });
-    let m = f.manager(nydus_storage::CacheConfig {
-        kind: CacheKind::Dummy,
-        digest_validate: true,
-        ..f.cfg()
-    });
+    let f = Fixture::new(&BlobSpec { chunk_count: 8, ..Default::default() });
+    let m = f.manager(nydus_storage::CacheConfig { kind: CacheKind::Dummy, digest_validate: true, ..f.cfg() });
     let blob = f.open(&m);
     check_all(&blob, &f.blob);
     check_read(&blob, &f.blob, 7, 5, 300);
     blob.ensure(&[1, 2], true).unwrap();
     assert!(!blob.is_cached(1));
-    assert!(
-        !f.work_dir.exists(),
-        "the dummy cache created {}",
-        f.work_dir.display()
-    );
+    assert!(!f.work_dir.exists(), "the dummy cache created {}", f.work_dir.display());
     assert_eq!(m.metrics().backend_reads, 9);
 }

@@ -25,13 +25,7 @@ impl Fixture {
         std::fs::create_dir_all(&blobs).unwrap();
         let blob = TestBlob::create(&blobs, spec);
         let backend = CountingBackend::new(testutil::localfs(&blobs));
-        Self {
-            _tmp: tmp,
-            blobs,
-            work_dir,
-            blob,
-            backend,
-        }
+        Self { _tmp: tmp, blobs, work_dir, blob, backend }
     }
 
     pub fn cfg(&self) -> CacheConfig {
@@ -43,8 +37,7 @@ impl Fixture {
     }
 
     pub fn open(&self, m: &Arc<BlobCacheManager>) -> Arc<CachedBlob> {
-        m.open_blob(&self.blob.info, self.blob.digests.clone())
-            .unwrap()
+        m.open_blob(&self.blob.info, self.blob.digests.clone()).unwrap()
     }
 
     /// Backend `read_at` calls so far.
@@ -56,9 +49,7 @@ impl Fixture {
 /// Read `[off, off + len)` of chunk `ci` and compare with the truth.
 pub fn check_read(blob: &CachedBlob, truth: &TestBlob, ci: u32, off: u32, len: u32) {
     let mut sink = VecSink::default();
-    let n = blob
-        .read_chunk(ci, off, len, &mut sink)
-        .unwrap_or_else(|e| panic!("chunk {ci}: {e}"));
+    let n = blob.read_chunk(ci, off, len, &mut sink).unwrap_or_else(|e| panic!("chunk {ci}: {e}"));
     assert_eq!(n, len as usize);
     let want = &truth.chunks[ci as usize][off as usize..(off + len) as usize];
     assert!(sink.0 == want, "chunk {ci} [{off}+{len}] differs");
@@ -73,16 +64,9 @@ pub fn check_all(blob: &CachedBlob, truth: &TestBlob) {
 
 /// Disk space used by the files in `dir`, as `du` counts it.
 pub fn allocated_bytes(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().metadata().unwrap().blocks() * 512)
-        .sum()
+    std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().metadata().unwrap().blocks() * 512).sum()
 }
 
 pub fn total_stored(truth: &TestBlob) -> u64 {
-    truth
-        .locations
-        .iter()
-        .map(|l| l.compressed_size as u64)
-        .sum()
+    truth.locations.iter().map(|l| l.compressed_size as u64).sum()
 }

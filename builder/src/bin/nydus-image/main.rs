@@ -42,7 +42,11 @@ fn init_logging(cli: &Cli) -> Result<()> {
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
     match &cli.log_file {
         Some(p) => {
-            let f = std::fs::OpenOptions::new().create(true).append(true).open(p).with_context(|| format!("cannot open log file {}", p.display()))?;
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .with_context(|| format!("cannot open log file {}", p.display()))?;
             builder.with_ansi(false).with_writer(std::sync::Mutex::new(f)).init();
         }
         None => builder.with_ansi(std::io::stderr().is_terminal()).with_writer(std::io::stderr).init(),
@@ -134,9 +138,21 @@ fn run(cli: Cli) -> Result<()> {
             if let Some(e) = werr {
                 return Err(e.into());
             }
-            writeln!(out, "{}: RAFS v6 image is valid: {} names, {} inodes, chunk size {:#x}, {} blob(s)", path.display(), report.inodes, report.unique_inodes, report.chunk_size, report.blobs.len())?;
+            writeln!(
+                out,
+                "{}: RAFS v6 image is valid: {} names, {} inodes, chunk size {:#x}, {} blob(s)",
+                path.display(),
+                report.inodes,
+                report.unique_inodes,
+                report.chunk_size,
+                report.blobs.len()
+            )?;
             for b in &report.blobs {
-                writeln!(out, "  blob {} ({} chunks, {} bytes, {})", b.blob_id, b.chunk_count, b.compressed_size, b.compressor)?;
+                writeln!(
+                    out,
+                    "  blob {} ({} chunks, {} bytes, {})",
+                    b.blob_id, b.chunk_count, b.compressed_size, b.compressor
+                )?;
             }
             if a.blob_dir.is_some() {
                 writeln!(out, "  {} chunks read and verified", report.chunks_verified)?;
@@ -147,9 +163,21 @@ fn run(cli: Cli) -> Result<()> {
             let boot = load(&a.bootstrap)?;
             let s = inspect::stat(&boot).with_context(|| a.bootstrap.display().to_string())?;
             let mut out = std::io::stdout().lock();
-            writeln!(out, "files {}  dirs {}  symlinks {}  specials {}  extra hard links {}", s.files, s.dirs, s.symlinks, s.specials, s.hardlinks)?;
-            writeln!(out, "file data {} bytes in {} chunk refs, {} unique chunks ({} bytes), dedup ratio {:.3}", s.file_bytes, s.chunk_refs, s.unique_chunks, s.unique_chunk_bytes, s.dedup_ratio)?;
-            writeln!(out, "stored {} bytes, compression ratio {:.3}; bootstrap {} bytes, blobs {} bytes", s.stored_chunk_bytes, s.compression_ratio, s.bootstrap_size, s.blob_bytes)?;
+            writeln!(
+                out,
+                "files {}  dirs {}  symlinks {}  specials {}  extra hard links {}",
+                s.files, s.dirs, s.symlinks, s.specials, s.hardlinks
+            )?;
+            writeln!(
+                out,
+                "file data {} bytes in {} chunk refs, {} unique chunks ({} bytes), dedup ratio {:.3}",
+                s.file_bytes, s.chunk_refs, s.unique_chunks, s.unique_chunk_bytes, s.dedup_ratio
+            )?;
+            writeln!(
+                out,
+                "stored {} bytes, compression ratio {:.3}; bootstrap {} bytes, blobs {} bytes",
+                s.stored_chunk_bytes, s.compression_ratio, s.bootstrap_size, s.blob_bytes
+            )?;
             write_json(a.output_json.as_deref(), &s)
         }
         Command::Inspect(a) => {
@@ -186,8 +214,8 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Unpack(a) => {
             let path = pick_bootstrap(a.bootstrap_pos, a.bootstrap)?;
-            let rep = unpack::unpack(&path, a.blob.as_deref(), a.blob_dir.as_deref(), &a.output)
-                .context("unpack failed")?;
+            let rep =
+                unpack::unpack(&path, a.blob.as_deref(), a.blob_dir.as_deref(), &a.output).context("unpack failed")?;
             tracing::info!(entries = rep.entries, bytes = rep.bytes, skipped_sockets = rep.skipped_sockets, output = %a.output.display(), "unpacked");
             Ok(())
         }
@@ -202,8 +230,10 @@ fn run(cli: Cli) -> Result<()> {
                 p.into()
             });
             let bar = progress::Bar::bytes("exporting");
-            let rep = export::export_block(&path, a.blob_dir.as_deref(), a.blob.as_deref(), &output, &|d, t| bar.update(d, t, 0))
-                .context("export failed")?;
+            let rep = export::export_block(&path, a.blob_dir.as_deref(), a.blob.as_deref(), &output, &|d, t| {
+                bar.update(d, t, 0)
+            })
+            .context("export failed")?;
             bar.finish();
             tracing::info!(output = %rep.output.display(), size = rep.size, blobs = rep.blobs, "block disk exported");
             Ok(())

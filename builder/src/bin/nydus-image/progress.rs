@@ -15,8 +15,10 @@ impl Bar {
         }
         let pb = ProgressBar::new(0);
         pb.set_style(
-            ProgressStyle::with_template("{prefix} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {binary_bytes_per_sec} {msg}")
-                .expect("valid template"),
+            ProgressStyle::with_template(
+                "{prefix} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {binary_bytes_per_sec} {msg}",
+            )
+            .expect("valid template"),
         );
         pb.set_prefix(what.to_string());
         Self(Some(pb))

@@ -20,9 +20,7 @@ use base64::Engine;
 use reqwest::header::AUTHORIZATION;
 use reqwest::{StatusCode, Url};
 
-use crate::backend::http::{
-    random_u64, redact, status_failure, transport_failure, Attempt, Failure, HttpClient,
-};
+use crate::backend::http::{random_u64, redact, status_failure, transport_failure, Attempt, Failure, HttpClient};
 use crate::config::Secret;
 use crate::error::StorageError;
 
@@ -41,10 +39,7 @@ pub(crate) struct Challenge {
 
 impl Challenge {
     pub(crate) fn param(&self, name: &str) -> Option<&str> {
-        self.params
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        self.params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 }
 
@@ -99,10 +94,7 @@ pub(crate) fn parse_challenge(v: &str) -> Option<Challenge> {
         rest = rest.trim_start();
         rest = rest.strip_prefix(',').unwrap_or(rest).trim_start();
     }
-    Some(Challenge {
-        scheme: scheme.to_ascii_lowercase(),
-        params,
-    })
+    Some(Challenge { scheme: scheme.to_ascii_lowercase(), params })
 }
 
 #[derive(Debug)]
@@ -141,11 +133,7 @@ pub(crate) struct Auth {
 }
 
 fn auth_error(blob_id: &str, url: &str, cause: impl Into<String>) -> Failure {
-    Failure::Fatal(StorageError::Auth {
-        blob_id: blob_id.to_string(),
-        url: url.to_string(),
-        cause: cause.into(),
-    })
+    Failure::Fatal(StorageError::Auth { blob_id: blob_id.to_string(), url: url.to_string(), cause: cause.into() })
 }
 
 impl Auth {
@@ -167,18 +155,12 @@ impl Auth {
     /// is about to expire.
     pub(crate) fn credential(&self, http: &HttpClient, blob_id: &str) -> Attempt<Credential> {
         if let Some(t) = &self.static_token {
-            return Ok(Credential {
-                header: Some(Secret::new(format!("Bearer {}", t.expose()))),
-                generation: 0,
-            });
+            return Ok(Credential { header: Some(Secret::new(format!("Bearer {}", t.expose()))), generation: 0 });
         }
         let (scheme, generation, token) = {
             let s = self.lock();
             let scheme = s.challenge.as_ref().map(|c| c.scheme.clone());
-            let token = s
-                .token
-                .as_ref()
-                .map(|t| (t.value.clone(), Instant::now() < t.refresh_at));
+            let token = s.token.as_ref().map(|t| (t.value.clone(), Instant::now() < t.refresh_at));
             (scheme, s.generation, token)
         };
         let header = match (scheme.as_deref(), token) {
@@ -190,10 +172,7 @@ impl Auth {
             }
             _ => None,
         };
-        Ok(Credential {
-            header: header.map(Secret::new),
-            generation,
-        })
+        Ok(Credential { header: header.map(Secret::new), generation })
     }
 
     /// React to a 401 from `url` to a request sent with `sent`. `Ok` means
@@ -207,14 +186,14 @@ impl Auth {
         sent: &Credential,
     ) -> Attempt<()> {
         if self.static_token.is_some() {
-            return Err(auth_error(blob_id, url, "the registry rejected `registry_token`; it may have expired: give a fresh one, or `auth` instead"));
-        }
-        let Some(ch) = www_authenticate.and_then(parse_challenge) else {
             return Err(auth_error(
                 blob_id,
                 url,
-                "401 Unauthorized without a usable WWW-Authenticate header",
+                "the registry rejected `registry_token`; it may have expired: give a fresh one, or `auth` instead",
             ));
+        }
+        let Some(ch) = www_authenticate.and_then(parse_challenge) else {
+            return Err(auth_error(blob_id, url, "401 Unauthorized without a usable WWW-Authenticate header"));
         };
         match ch.scheme.as_str() {
             "basic" => {
@@ -224,7 +203,11 @@ impl Auth {
                 let mut s = self.lock();
                 let was_basic = s.challenge.as_ref().is_some_and(|c| c.scheme == "basic");
                 if was_basic && sent.header.is_some() {
-                    return Err(auth_error(blob_id, url, "the registry rejected the credentials in `auth` (Basic); check user and password"));
+                    return Err(auth_error(
+                        blob_id,
+                        url,
+                        "the registry rejected the credentials in `auth` (Basic); check user and password",
+                    ));
                 }
                 s.challenge = Some(ch);
                 Ok(())
@@ -241,11 +224,7 @@ impl Auth {
                 }
                 self.refresh(http, blob_id, sent.generation)
             }
-            other => Err(auth_error(
-                blob_id,
-                url,
-                format!("unsupported authentication scheme `{other}`"),
-            )),
+            other => Err(auth_error(blob_id, url, format!("unsupported authentication scheme `{other}`"))),
         }
     }
 
@@ -254,11 +233,7 @@ impl Auth {
         let _one_at_a_time = self.refresh.lock().unwrap_or_else(|p| p.into_inner());
         let challenge = {
             let s = self.lock();
-            if s.generation != seen_generation
-                && s.token
-                    .as_ref()
-                    .is_some_and(|t| Instant::now() < t.refresh_at)
-            {
+            if s.generation != seen_generation && s.token.as_ref().is_some_and(|t| Instant::now() < t.refresh_at) {
                 return Ok(());
             }
             match s.challenge.clone() {
@@ -271,23 +246,14 @@ impl Auth {
         let secs = lifetime.as_secs_f64();
         let at = secs * 0.8 + secs * 0.1 * (random_u64() % 1000) as f64 / 1000.0;
         let mut s = self.lock();
-        s.token = Some(Token {
-            value: token,
-            refresh_at: Instant::now() + Duration::from_secs_f64(at),
-        });
+        s.token = Some(Token { value: token, refresh_at: Instant::now() + Duration::from_secs_f64(at) });
         s.generation += 1;
         Ok(())
     }
 
-    fn fetch_token(
-        &self,
-        http: &HttpClient,
-        blob_id: &str,
-        ch: &Challenge,
-    ) -> Attempt<(Secret, Duration)> {
+    fn fetch_token(&self, http: &HttpClient, blob_id: &str, ch: &Challenge) -> Attempt<(Secret, Duration)> {
         let realm = ch.param("realm").unwrap_or_default();
-        let mut url = Url::parse(realm)
-            .map_err(|e| auth_error(blob_id, realm, format!("bad token realm: {e}")))?;
+        let mut url = Url::parse(realm).map_err(|e| auth_error(blob_id, realm, format!("bad token realm: {e}")))?;
         {
             let mut q = url.query_pairs_mut();
             if let Some(s) = ch.param("service") {
@@ -311,13 +277,7 @@ impl Auth {
             return Err(auth_error(blob_id, &shown, why));
         }
         if !status.is_success() {
-            return Err(status_failure(
-                status,
-                resp.headers(),
-                blob_id,
-                &shown,
-                "check the token realm",
-            ));
+            return Err(status_failure(status, resp.headers(), blob_id, &shown, "check the token realm"));
         }
         let text = resp.text().map_err(transport_failure)?;
         let body: serde_json::Value = serde_json::from_str(&text)
@@ -328,11 +288,7 @@ impl Auth {
             .and_then(|t| t.as_str())
             .filter(|t| !t.is_empty())
             .ok_or_else(|| auth_error(blob_id, &shown, "token response has no `token`"))?;
-        let secs = body
-            .get("expires_in")
-            .and_then(|v| v.as_u64())
-            .filter(|&s| s > 0)
-            .unwrap_or(DEFAULT_TOKEN_SECS);
+        let secs = body.get("expires_in").and_then(|v| v.as_u64()).filter(|&s| s > 0).unwrap_or(DEFAULT_TOKEN_SECS);
         Ok((Secret::new(token), Duration::from_secs(secs)))
     }
 }
@@ -372,10 +328,7 @@ mod tests {
         assert_eq!(c.param("scope"), Some("repository:a/b:pull,push"));
 
         let c = parse_challenge(r#"Basic realm="basic-realm""#).unwrap();
-        assert_eq!(
-            (c.scheme.as_str(), c.param("realm")),
-            ("basic", Some("basic-realm"))
-        );
+        assert_eq!((c.scheme.as_str(), c.param("realm")), ("basic", Some("basic-realm")));
 
         let c = parse_challenge(r#"bearer  Realm = "a\"b" , error=invalid_token"#).unwrap();
         assert_eq!(c.param("realm"), Some("a\"b"));
@@ -396,11 +349,7 @@ mod tests {
 
     #[test]
     fn secrets_are_not_debug_printed() {
-        let a = Auth::new(
-            Some(Secret::new("c2VjcmV0OnB3")),
-            Some(Secret::new("tok")),
-            "r",
-        );
+        let a = Auth::new(Some(Secret::new("c2VjcmV0OnB3")), Some(Secret::new("tok")), "r");
         let s = format!("{a:?}");
         assert!(!s.contains("c2VjcmV0OnB3") && !s.contains("tok\""), "{s}");
     }

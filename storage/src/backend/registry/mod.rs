@@ -18,8 +18,7 @@ use reqwest::header::{AUTHORIZATION, LOCATION, RANGE, WWW_AUTHENTICATE};
 use reqwest::{StatusCode, Url};
 
 use super::http::{
-    range_header, read_range, redact, status_failure, transport_failure, Attempt, Failure,
-    HttpClient, RangeRead,
+    range_header, read_range, redact, status_failure, transport_failure, Attempt, Failure, HttpClient, RangeRead,
 };
 use super::{check_blob_id, BlobBackend, BlobReader};
 use crate::config::RegistryConfig;
@@ -51,27 +50,14 @@ impl RegistryBackend {
     pub fn new(cfg: RegistryConfig) -> Result<Self> {
         let bad = |m: String| StorageError::BackendConfig(format!("registry: {m}"));
         if cfg.scheme != "http" && cfg.scheme != "https" {
-            return Err(bad(format!(
-                "scheme {:?} must be \"http\" or \"https\"",
-                cfg.scheme
-            )));
+            return Err(bad(format!("scheme {:?} must be \"http\" or \"https\"", cfg.scheme)));
         }
         if cfg.host.is_empty() || cfg.host.contains(['/', '@', '?', '#']) {
-            return Err(bad(format!(
-                "host {:?} must be a host name with an optional :port",
-                cfg.host
-            )));
+            return Err(bad(format!("host {:?} must be a host name with an optional :port", cfg.host)));
         }
         let repo = cfg.repo.trim_matches('/');
-        if repo.is_empty()
-            || repo
-                .split('/')
-                .any(|p| p.is_empty() || p == "." || p == "..")
-        {
-            return Err(bad(format!(
-                "repo {:?} must be a repository name such as library/ubuntu",
-                cfg.repo
-            )));
+        if repo.is_empty() || repo.split('/').any(|p| p.is_empty() || p == "." || p == "..") {
+            return Err(bad(format!("repo {:?} must be a repository name such as library/ubuntu", cfg.repo)));
         }
         if let Some(a) = &cfg.auth {
             auth::check_basic(a.expose()).map_err(|m| bad(format!("auth {m}")))?;
@@ -80,30 +66,20 @@ impl RegistryBackend {
             .map_err(|e| bad(format!("cannot form a URL from scheme, host and repo: {e}")))?;
         let http = HttpClient::new(&cfg.http)?;
         let auth = Auth::new(cfg.auth.clone(), cfg.registry_token.clone(), repo);
-        Ok(Self {
-            inner: Arc::new(Registry {
-                base,
-                cfg,
-                http,
-                auth,
-                redirects: Mutex::new(HashMap::new()),
-            }),
-        })
+        Ok(Self { inner: Arc::new(Registry { base, cfg, http, auth, redirects: Mutex::new(HashMap::new()) }) })
     }
 }
 
 impl BlobBackend for RegistryBackend {
     fn open_blob(&self, blob_id: &str) -> Result<Arc<dyn BlobReader>> {
         check_blob_id(blob_id)?;
-        let digest = if blob_id.contains(':') {
-            blob_id.to_string()
-        } else {
-            format!("sha256:{blob_id}")
-        };
+        let digest = if blob_id.contains(':') { blob_id.to_string() } else { format!("sha256:{blob_id}") };
         // "./": a digest's "sha256:" would otherwise parse as a URL scheme.
-        let url = self.inner.base.join(&format!("./{digest}")).map_err(|e| {
-            StorageError::BackendConfig(format!("registry: blob {blob_id}: bad URL: {e}"))
-        })?;
+        let url = self
+            .inner
+            .base
+            .join(&format!("./{digest}"))
+            .map_err(|e| StorageError::BackendConfig(format!("registry: blob {blob_id}: bad URL: {e}")))?;
         Ok(Arc::new(RegistryBlob {
             reg: self.inner.clone(),
             blob_id: blob_id.to_string(),
@@ -131,10 +107,7 @@ impl BlobReader for RegistryBlob {
             return Ok(*s);
         }
         let mut one = [0u8; 1];
-        let r = self
-            .reg
-            .http
-            .retry(&self.blob_id, &self.shown, || self.fetch(&mut one, 0))?;
+        let r = self.reg.http.retry(&self.blob_id, &self.shown, || self.fetch(&mut one, 0))?;
         match r.total {
             Some(t) => Ok(*self.size.get_or_init(|| t)),
             None => Err(StorageError::Remote {
@@ -154,10 +127,7 @@ impl BlobReader for RegistryBlob {
                 return Ok(0);
             }
         }
-        let r = self
-            .reg
-            .http
-            .retry(&self.blob_id, &self.shown, || self.fetch(buf, offset))?;
+        let r = self.reg.http.retry(&self.blob_id, &self.shown, || self.fetch(buf, offset))?;
         if let Some(t) = r.total {
             let _ = self.size.set(t);
         }
@@ -186,31 +156,16 @@ impl RegistryBlob {
         let mut reauthenticated = false;
         loop {
             let cred = self.reg.auth.credential(&self.reg.http, &self.blob_id)?;
-            let mut req = self
-                .reg
-                .http
-                .client()
-                .get(self.url.clone())
-                .header(RANGE, &range);
+            let mut req = self.reg.http.client().get(self.url.clone()).header(RANGE, &range);
             if let Some(h) = &cred.header {
                 req = req.header(AUTHORIZATION, h.expose());
             }
             let resp = req.send().map_err(transport_failure)?;
             let status = resp.status();
             if status == StatusCode::UNAUTHORIZED {
-                let challenge = resp
-                    .headers()
-                    .get(WWW_AUTHENTICATE)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string);
+                let challenge = resp.headers().get(WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()).map(str::to_string);
                 // Says why when it can (e.g. Basic credentials rejected).
-                self.reg.auth.unauthorized(
-                    &self.reg.http,
-                    &self.blob_id,
-                    &self.shown,
-                    challenge.as_deref(),
-                    &cred,
-                )?;
+                self.reg.auth.unauthorized(&self.reg.http, &self.blob_id, &self.shown, challenge.as_deref(), &cred)?;
                 if reauthenticated {
                     return Err(Failure::Fatal(StorageError::Auth {
                         blob_id: self.blob_id.clone(),
@@ -252,14 +207,8 @@ impl RegistryBlob {
             .headers()
             .get(LOCATION)
             .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| {
-                self.fatal(
-                    &redact(base),
-                    format!("{} without a Location header", resp.status()),
-                )
-            })?;
-        base.join(loc)
-            .map_err(|e| self.fatal(&redact(base), format!("bad redirect Location: {e}")))
+            .ok_or_else(|| self.fatal(&redact(base), format!("{} without a Location header", resp.status())))?;
+        base.join(loc).map_err(|e| self.fatal(&redact(base), format!("bad redirect Location: {e}")))
     }
 
     /// GET a redirect target (following further redirects). The registry's
@@ -282,10 +231,9 @@ impl RegistryBlob {
                 }
             }
             let resp = req.send().map_err(|e| match transport_failure(e) {
-                Failure::Transient { cause, retry_after } => Failure::Transient {
-                    cause: format!("redirected to {shown}: {cause}"),
-                    retry_after,
-                },
+                Failure::Transient { cause, retry_after } => {
+                    Failure::Transient { cause: format!("redirected to {shown}: {cause}"), retry_after }
+                }
                 f => f,
             })?;
             let status = resp.status();
@@ -310,25 +258,15 @@ impl RegistryBlob {
 
 impl Registry {
     fn cached_redirect(&self, blob_id: &str) -> Option<Url> {
-        self.redirects
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(blob_id)
-            .cloned()
+        self.redirects.lock().unwrap_or_else(|p| p.into_inner()).get(blob_id).cloned()
     }
 
     fn remember_redirect(&self, blob_id: &str, url: Url) {
-        self.redirects
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(blob_id.to_string(), url);
+        self.redirects.lock().unwrap_or_else(|p| p.into_inner()).insert(blob_id.to_string(), url);
     }
 
     fn forget_redirect(&self, blob_id: &str) {
-        self.redirects
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(blob_id);
+        self.redirects.lock().unwrap_or_else(|p| p.into_inner()).remove(blob_id);
     }
 
     /// Apply `blob_url_scheme` and `blob_redirected_host` to a redirect target.

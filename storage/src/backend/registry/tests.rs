@@ -21,10 +21,7 @@ struct Req {
 
 impl Req {
     fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 }
 
@@ -77,10 +74,7 @@ fn serve(conn: TcpStream, handler: &Handler, log: &Mutex<Vec<Req>>) {
     let req = Req { path, headers };
     log.lock().unwrap().push(req.clone());
     let (status, hdrs, body) = handler(&req);
-    let mut out = format!(
-        "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n",
-        body.len()
-    );
+    let mut out = format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n", body.len());
     for (k, v) in hdrs {
         out.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -93,26 +87,15 @@ fn serve(conn: TcpStream, handler: &Handler, log: &Mutex<Vec<Req>>) {
 
 /// The answer to a ranged GET of `blob`.
 fn ranged(req: &Req, blob: &[u8]) -> (u16, Vec<(String, String)>, Vec<u8>) {
-    let range = req
-        .header("range")
-        .and_then(|r| r.strip_prefix("bytes="))
-        .unwrap();
+    let range = req.header("range").and_then(|r| r.strip_prefix("bytes=")).unwrap();
     let (a, b) = range.split_once('-').unwrap();
     let (a, b): (usize, usize) = (a.parse().unwrap(), b.parse().unwrap());
     if a >= blob.len() {
-        return (
-            416,
-            vec![("Content-Range".into(), format!("bytes */{}", blob.len()))],
-            vec![],
-        );
+        return (416, vec![("Content-Range".into(), format!("bytes */{}", blob.len()))], vec![]);
     }
     let b = b.min(blob.len() - 1);
     let cr = format!("bytes {a}-{b}/{}", blob.len());
-    (
-        206,
-        vec![("Content-Range".into(), cr)],
-        blob[a..=b].to_vec(),
-    )
+    (206, vec![("Content-Range".into(), cr)], blob[a..=b].to_vec())
 }
 
 fn config(port: u16) -> RegistryConfig {
@@ -153,11 +136,7 @@ fn bearer_flow_one_token_for_many_readers() {
     let srv = Server::start(Arc::new(move |req: &Req| {
         if req.path.starts_with("/token") {
             assert_eq!(req.header("authorization"), Some(want_basic.as_str()));
-            assert!(
-                req.path.contains("scope=repository%3Aa%2Fb%3Apull"),
-                "{}",
-                req.path
-            );
+            assert!(req.path.contains("scope=repository%3Aa%2Fb%3Apull"), "{}", req.path);
             assert!(req.path.contains("service=svc"), "{}", req.path);
             t2.fetch_add(1, Ordering::SeqCst);
             std::thread::sleep(Duration::from_millis(50));
@@ -210,11 +189,7 @@ fn redirects_never_carry_the_registry_credentials() {
     let r2 = redirects.clone();
     let registry = Server::start(Arc::new(move |req: &Req| {
         if req.header("authorization").is_none() {
-            return (
-                401,
-                vec![("WWW-Authenticate".into(), r#"Basic realm="r""#.into())],
-                vec![],
-            );
+            return (401, vec![("WWW-Authenticate".into(), r#"Basic realm="r""#.into())], vec![]);
         }
         r2.fetch_add(1, Ordering::SeqCst);
         let loc = format!("http://127.0.0.1:{sport}/bucket/blob?X-Sig=secret");
@@ -264,29 +239,15 @@ fn transient_errors_are_retried_and_reported_without_secrets() {
     let mut cfg = config(dead);
     cfg.auth = Some(Secret::new(auth::basic_auth("user", "hunter2")));
     let be = RegistryBackend::new(cfg).unwrap();
-    let e = be
-        .open_blob(ID)
-        .unwrap()
-        .blob_size()
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.contains(ID) && e.contains("cannot connect") && e.contains("3 attempts"),
-        "{e}"
-    );
-    assert!(
-        !e.contains("hunter2") && !e.contains(&auth::basic_auth("user", "hunter2")),
-        "{e}"
-    );
+    let e = be.open_blob(ID).unwrap().blob_size().unwrap_err().to_string();
+    assert!(e.contains(ID) && e.contains("cannot connect") && e.contains("3 attempts"), "{e}");
+    assert!(!e.contains("hunter2") && !e.contains(&auth::basic_auth("user", "hunter2")), "{e}");
 }
 
 #[test]
 fn bad_configs_are_refused() {
     for (f, want) in [
-        (
-            (|c: &mut RegistryConfig| c.scheme = "ftp".into()) as fn(&mut RegistryConfig),
-            "scheme",
-        ),
+        ((|c: &mut RegistryConfig| c.scheme = "ftp".into()) as fn(&mut RegistryConfig), "scheme"),
         (|c| c.host = "a/b".into(), "host"),
         (|c| c.repo = "../x".into(), "repo"),
         (|c| c.auth = Some(Secret::new("bob:hunter2")), "auth"),
