@@ -5,6 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/deps.sh
+if cargo fmt --version >/dev/null 2>&1; then
+    cargo fmt --all -- --check
+fi
 cargo build --release --workspace --locked
 cargo test --release --workspace --locked
 python3 -m pytest tests/e2e -q -p no:cacheprovider
