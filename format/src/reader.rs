@@ -454,31 +454,10 @@ impl<B: AsRef<[u8]>> Bootstrap<B> {
 
     /// Directory or symlink data.
     pub fn data(&self, inode: &Inode) -> Result<Vec<u8>> {
-        let data = self.bytes();
-        let size = inode.size;
         if !(inode.is_dir() || inode.is_symlink()) {
             return Err(FormatError::Inode { nid: inode.nid, reason: "not a directory or symlink".into() });
         }
-        if size > data.len() as u64 {
-            return Err(FormatError::Inode { nid: inode.nid, reason: format!("size {size} exceeds the image") });
-        }
-        let (full, tail) = data_split(inode);
-        let mut out = Vec::with_capacity(size as usize);
-        if full > 0 {
-            let start = inode.i_u as u64 * BLOCK_SIZE;
-            out.extend_from_slice(slice_at(data, start, full, "inode data blocks")?);
-        }
-        if tail > 0 {
-            let at = inode.offset + inode.inode_size() + inode.xattr_size;
-            if at % BLOCK_SIZE + tail > BLOCK_SIZE {
-                return Err(FormatError::Inode {
-                    nid: inode.nid,
-                    reason: "inline data crosses a block boundary".into(),
-                });
-            }
-            out.extend_from_slice(slice_at(data, at, tail, "inline inode data")?);
-        }
-        Ok(out)
+        Ok(self.data_blocks(inode)?.concat())
     }
 
     /// Entries of directory `inode`, in on-disk (sorted) order, incl. `.`/`..`.
