@@ -194,14 +194,34 @@ impl CreateArgs {
     }
 }
 
+/// The bootstrap of a command that reads an image, given either as the
+/// argument or with `--bootstrap` (upstream accepts both spellings).
 #[derive(Args, Debug)]
-pub struct CheckArgs {
-    /// Bootstrap to check.
+pub struct BootstrapArg {
+    /// The image's bootstrap.
     #[arg(value_name = "BOOTSTRAP")]
     pub bootstrap_pos: Option<PathBuf>,
-    /// Bootstrap to check (alternative to the argument).
+    /// The image's bootstrap (alternative to the argument).
     #[arg(short = 'B', long)]
     pub bootstrap: Option<PathBuf>,
+}
+
+impl BootstrapArg {
+    /// The one bootstrap path given.
+    pub fn path(self) -> Result<PathBuf> {
+        match (self.bootstrap_pos, self.bootstrap) {
+            (Some(p), None) | (None, Some(p)) => Ok(p),
+            (Some(a), Some(b)) if a == b => Ok(a),
+            (Some(_), Some(_)) => bail!("give the bootstrap either as an argument or with --bootstrap, not both"),
+            (None, None) => bail!("missing bootstrap: pass BOOTSTRAP or --bootstrap FILE"),
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub image: BootstrapArg,
     /// Also read and verify every chunk of the blobs found in this directory.
     #[arg(short = 'D', long)]
     pub blob_dir: Option<PathBuf>,
@@ -225,12 +245,8 @@ pub struct StatArgs {
 
 #[derive(Args, Debug)]
 pub struct InspectArgs {
-    /// Bootstrap to inspect.
-    #[arg(value_name = "BOOTSTRAP")]
-    pub bootstrap_pos: Option<PathBuf>,
-    /// Bootstrap to inspect (alternative to the argument).
-    #[arg(short = 'B', long)]
-    pub bootstrap: Option<PathBuf>,
+    #[command(flatten)]
+    pub image: BootstrapArg,
     /// Run one request and print its JSON answer, e.g. "stats", "ls /etc",
     /// "stat /bin/sh", "blobs", "chunk /usr/bin/env", "icheck 130".
     #[arg(short = 'R', long)]
@@ -239,12 +255,8 @@ pub struct InspectArgs {
 
 #[derive(Args, Debug)]
 pub struct UnpackArgs {
-    /// Bootstrap to unpack.
-    #[arg(value_name = "BOOTSTRAP")]
-    pub bootstrap_pos: Option<PathBuf>,
-    /// Bootstrap to unpack (alternative to the argument).
-    #[arg(short = 'B', long)]
-    pub bootstrap: Option<PathBuf>,
+    #[command(flatten)]
+    pub image: BootstrapArg,
     /// The data blob file (single-blob images).
     #[arg(short = 'b', long, conflicts_with = "blob_dir")]
     pub blob: Option<PathBuf>,

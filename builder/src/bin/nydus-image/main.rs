@@ -4,7 +4,7 @@ mod cli;
 mod progress;
 
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
@@ -62,15 +62,6 @@ fn write_json(path: Option<&Path>, v: &impl serde::Serialize) -> Result<()> {
     Ok(())
 }
 
-fn pick_bootstrap(positional: Option<PathBuf>, flag: Option<PathBuf>) -> Result<PathBuf> {
-    match (positional, flag) {
-        (Some(p), None) | (None, Some(p)) => Ok(p),
-        (Some(a), Some(b)) if a == b => Ok(a),
-        (Some(_), Some(_)) => bail!("give the bootstrap either as an argument or with --bootstrap, not both"),
-        (None, None) => bail!("missing bootstrap: pass BOOTSTRAP or --bootstrap FILE"),
-    }
-}
-
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Create(a) => {
@@ -122,7 +113,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Check(a) => {
-            let path = pick_bootstrap(a.bootstrap_pos, a.bootstrap)?;
+            let path = a.image.path()?;
             let boot = load(&path)?;
             let blobs = match &a.blob_dir {
                 Some(d) => Some(inspect::open_blobs(&boot, d)?),
@@ -181,7 +172,7 @@ fn run(cli: Cli) -> Result<()> {
             write_json(a.output_json.as_deref(), &s)
         }
         Command::Inspect(a) => {
-            let path = pick_bootstrap(a.bootstrap_pos, a.bootstrap)?;
+            let path = a.image.path()?;
             let mut insp = Inspector::new(load(&path)?);
             if let Some(cmd) = a.request {
                 let v = insp.run(&cmd).map_err(anyhow::Error::msg)?;
@@ -213,7 +204,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Unpack(a) => {
-            let path = pick_bootstrap(a.bootstrap_pos, a.bootstrap)?;
+            let path = a.image.path()?;
             let rep =
                 unpack::unpack(&path, a.blob.as_deref(), a.blob_dir.as_deref(), &a.output).context("unpack failed")?;
             tracing::info!(entries = rep.entries, bytes = rep.bytes, skipped_sockets = rep.skipped_sockets, output = %a.output.display(), "unpacked");
