@@ -1,5 +1,6 @@
 //! `nydusd`: serve a RAFS image over FUSE with a lazy, persistent blob cache.
 
+mod channel;
 mod cli;
 mod config;
 mod server;

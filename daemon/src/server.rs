@@ -3,14 +3,18 @@
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use fuse_backend_rs::api::server::Server;
 use fuse_backend_rs::transport::FuseSession;
 use nydus_fs::RafsFs;
+
+use crate::channel::BlockingChannel;
 
 /// Events that end the daemon's wait.
 pub enum Event {
@@ -22,20 +26,30 @@ pub enum Event {
 
 /// Detect a mountpoint left behind by a crashed daemon ("Transport endpoint
 /// is not connected") and detach it so it can be mounted again.
+///
+/// `statfs` is asked because it always reaches the filesystem: a `stat`
+/// may be answered from the kernel's attribute cache even when the daemon
+/// behind the mount is gone.
 pub fn clean_stale_mountpoint(mp: &Path) -> Result<()> {
+    let c = std::ffi::CString::new(mp.as_os_str().as_bytes())?;
+    // SAFETY: statvfs64 writes into a zeroed struct we own, with a valid
+    // NUL-terminated path; no memory is shared.
+    let rc = unsafe {
+        let mut st: libc::statvfs64 = std::mem::zeroed();
+        libc::statvfs64(c.as_ptr(), &mut st)
+    };
+    let stale = rc != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ENOTCONN);
+    if stale {
+        tracing::warn!(mountpoint = %mp.display(), "stale FUSE mount left by a previous daemon; detaching it");
+        // SAFETY: umount2 with a valid NUL-terminated path; no memory is shared.
+        if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
+            return Err(io::Error::last_os_error())
+                .with_context(|| format!("cannot detach stale mount {}", mp.display()));
+        }
+    }
     match std::fs::metadata(mp) {
         Ok(m) if m.is_dir() => Ok(()),
         Ok(_) => anyhow::bail!("mountpoint {} is not a directory", mp.display()),
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
-            tracing::warn!(mountpoint = %mp.display(), "stale FUSE mount left by a previous daemon; detaching it");
-            let c = std::ffi::CString::new(mp.as_os_str().as_bytes())?;
-            // SAFETY: umount2 with a valid NUL-terminated path; no memory is shared.
-            if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
-                return Err(io::Error::last_os_error())
-                    .with_context(|| format!("cannot detach stale mount {}", mp.display()));
-            }
-            Ok(())
-        }
         Err(e) => Err(e).with_context(|| format!("mountpoint {} is not usable (create it first)", mp.display())),
     }
 }
@@ -44,6 +58,10 @@ pub fn clean_stale_mountpoint(mp: &Path) -> Result<()> {
 pub struct Mounted {
     session: FuseSession,
     workers: Vec<JoinHandle<()>>,
+    /// The kernel's id of the connection (`/sys/fs/fuse/connections/ID`).
+    conn_id: Option<u32>,
+    /// Workers still running (each decrements it when it ends).
+    running: Arc<AtomicUsize>,
 }
 
 impl Mounted {
@@ -53,39 +71,110 @@ impl Mounted {
         session.set_allow_other(true);
         session.mount().map_err(|e| anyhow::anyhow!("cannot mount {}: {e}", mp.display()))?;
         let server = Arc::new(Server::new(fs));
+        let running = Arc::new(AtomicUsize::new(0));
         let mut workers = Vec::new();
         for n in 0..threads.max(1) {
-            let mut ch = session.new_channel().map_err(|e| anyhow::anyhow!("cannot open FUSE channel: {e}"))?;
-            let (server, events) = (server.clone(), events.clone());
+            let mut ch = BlockingChannel::new(&session).context("cannot open a FUSE channel")?;
+            let (server, events, running) = (server.clone(), events.clone(), running.clone());
+            running.fetch_add(1, Ordering::SeqCst);
             let h = std::thread::Builder::new().name(format!("fuse-{n}")).spawn(move || {
                 loop {
-                    match ch.get_request() {
+                    match ch.next() {
                         Ok(Some((reader, writer))) => {
                             if let Err(e) = server.handle_message(reader, writer.into(), None, None) {
                                 tracing::debug!(error = %e, "FUSE reply failed");
                             }
                         }
-                        Ok(None) => break,
+                        Ok(None) => {
+                            tracing::debug!(worker = n, "FUSE connection ended; worker stops");
+                            break;
+                        }
                         Err(e) => {
-                            tracing::debug!(error = %e, "FUSE channel closed");
+                            tracing::warn!(error = %e, "FUSE channel failed; worker stops");
                             break;
                         }
                     }
                 }
+                running.fetch_sub(1, Ordering::SeqCst);
                 let _ = events.send(Event::WorkerExit);
             })?;
             workers.push(h);
         }
-        Ok(Self { session, workers })
+        // After the workers start: stat of the mountpoint waits for FUSE_INIT.
+        let dev = std::fs::metadata(mp).ok().map(|m| std::os::unix::fs::MetadataExt::dev(&m));
+        let conn_id = dev.map(dev_minor);
+        if let Some(dev) = dev {
+            raise_readahead(dev, READ_AHEAD_KB);
+        }
+        Ok(Self { session, workers, conn_id, running })
     }
 
-    /// Unmount (if still mounted) and wait for the workers.
+    /// Unmount (if still mounted) and wait for the workers. Workers end
+    /// when the kernel ends the connection; if files are still open on the
+    /// lazily detached mount, the connection is aborted after a grace
+    /// period so the daemon can exit.
     pub fn stop(mut self) -> Result<()> {
         let umount = self.session.umount();
-        let _ = self.session.wake();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while self.running.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if self.running.load(Ordering::SeqCst) > 0 {
+            if let Some(id) = self.conn_id {
+                tracing::warn!(conn = id, "FUSE connection still in use after unmount; aborting it");
+                abort_connection(id);
+            }
+        }
         for w in self.workers.drain(..) {
             let _ = w.join();
         }
         umount.map_err(|e| anyhow::anyhow!("unmount failed: {e}"))
+    }
+}
+
+/// The minor number of device `dev` (glibc's `gnu_dev_minor` encoding).
+fn dev_minor(dev: u64) -> u32 {
+    ((dev & 0xff) | ((dev >> 12) & 0xfff00)) as u32
+}
+
+/// The major number of device `dev`.
+fn dev_major(dev: u64) -> u32 {
+    (((dev >> 8) & 0xfff) | ((dev >> 32) & 0xffff_f000)) as u32
+}
+
+/// Readahead window of the mount, in KiB: one full FUSE request (fuse-backend-rs
+/// negotiates 1 MiB reads). The kernel starts FUSE mounts at 128 KiB, which
+/// splits every sequential megabyte into eight round trips.
+const READ_AHEAD_KB: u32 = 1024;
+
+/// Raise the readahead of the mount's backing device (`dev`) to `kb`
+/// KiB, unless it is already larger. Best effort: a kernel without the
+/// sysfs knob only costs speed.
+fn raise_readahead(dev: u64, kb: u32) {
+    let path = format!("/sys/class/bdi/{}:{}/read_ahead_kb", dev_major(dev), dev_minor(dev));
+    let current = std::fs::read_to_string(&path).ok().and_then(|s| s.trim().parse::<u32>().ok());
+    if current.is_some_and(|c| c >= kb) {
+        return;
+    }
+    if let Err(e) = std::fs::write(&path, kb.to_string()) {
+        tracing::debug!(path, error = %e, "cannot raise the mount's readahead");
+    }
+}
+
+/// Abort FUSE connection `id` through the fusectl filesystem, mounting it
+/// at its usual place first if nobody has.
+fn abort_connection(id: u32) {
+    let dir = Path::new("/sys/fs/fuse/connections");
+    let abort = dir.join(id.to_string()).join("abort");
+    if !abort.exists() {
+        let (src, target, fstype) = (c"fusectl", c"/sys/fs/fuse/connections", c"fusectl");
+        // SAFETY: mount(2) with valid NUL-terminated strings and no data pointer.
+        let rc = unsafe { libc::mount(src.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) };
+        if rc != 0 {
+            tracing::warn!(error = %io::Error::last_os_error(), "cannot mount fusectl to abort the FUSE connection");
+        }
+    }
+    if let Err(e) = std::fs::write(&abort, b"1") {
+        tracing::warn!(path = %abort.display(), error = %e, "cannot abort the FUSE connection");
     }
 }
