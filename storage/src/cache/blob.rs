@@ -22,6 +22,31 @@ use crate::metrics::add;
 /// its fetch and its copy before it serves the chunk from memory instead.
 const READ_ATTEMPTS: usize = 4;
 
+/// The plain bytes of one chunk that a reader wants handed back from the
+/// fetch that caches it (`ci: None`: keep nothing).
+#[derive(Default)]
+struct Kept {
+    ci: Option<u32>,
+    data: Option<Vec<u8>>,
+}
+
+impl Kept {
+    /// Keep chunk `ci`.
+    fn chunk(ci: u32) -> Self {
+        Self { ci: Some(ci), data: None }
+    }
+}
+
+/// The parts of one fetch that every run of it shares.
+struct RunCtx<'a> {
+    /// Chunks asked for (ascending); the rest are speculative neighbours.
+    wanted: &'a [u32],
+    background: bool,
+    /// The first error of a wanted chunk.
+    first_err: &'a mut Option<StorageError>,
+    kept: &'a mut Kept,
+}
+
 /// The backend side of a blob, opened (and size-checked) on first use, so
 /// that a blob served entirely from a warm cache never touches the backend.
 pub(crate) struct Source {
@@ -157,7 +182,13 @@ impl CachedBlob {
                 add(&self.shared.counters.misses, 1);
                 missed = true;
             }
-            self.fetch(store, &[ci], true, false, self.shared.cfg.amplify_io)?;
+            // Keep the decoded bytes: the reply is copied from them instead
+            // of being read back from the cache file just written.
+            let mut kept = Kept::chunk(ci);
+            self.fetch(store, &[ci], true, false, self.shared.cfg.amplify_io, &mut kept)?;
+            if let Some(plain) = kept.data {
+                return self.copy_out(ci, &plain[off as usize..(off + len) as usize], sink);
+            }
         }
         // Other readers keep evicting the chunk (max_size far too small for
         // the load): serve it from memory rather than fail.
@@ -189,14 +220,22 @@ impl CachedBlob {
         if background {
             self.shared.yield_to_on_demand(Duration::from_millis(100));
         }
-        self.fetch(store, &want, false, background, max_run)
+        self.fetch(store, &want, false, background, max_run, &mut Kept::default())
     }
 
     /// Fetch the missing chunks of `wanted` (ascending): claim the free ones
     /// (plus, with `amplify`, free neighbours after the last), fetch them,
     /// then wait for those other threads are fetching. A chunk whose other
     /// fetcher failed is retried once by this thread.
-    fn fetch(&self, store: &BlobStore, wanted: &[u32], amplify: bool, background: bool, max_run: u64) -> Result<()> {
+    fn fetch(
+        &self,
+        store: &BlobStore,
+        wanted: &[u32],
+        amplify: bool,
+        background: bool,
+        max_run: u64,
+        kept: &mut Kept,
+    ) -> Result<()> {
         let mut first_err = None;
         for attempt in 0..2 {
             let missing: Vec<u32> = wanted.iter().copied().filter(|&ci| !store.is_ready(ci)).collect();
@@ -204,7 +243,7 @@ impl CachedBlob {
             let extras = if amplify { fetch::amplify(&self.locs, last, max_run) } else { Vec::new() };
             let (claim, waits) = self.inflight.claim(&missing, &extras, |ci| store.is_ready(ci));
             if !claim.is_empty() {
-                if let Err(e) = self.fetch_claimed(store, claim, &missing, background, max_run) {
+                if let Err(e) = self.fetch_claimed(store, claim, &missing, background, max_run, kept) {
                     first_err.get_or_insert(e);
                 }
             }
@@ -244,11 +283,13 @@ impl CachedBlob {
         wanted: &[u32],
         background: bool,
         max_run: u64,
+        kept: &mut Kept,
     ) -> Result<()> {
         let _fg = (!background).then(|| self.shared.on_demand());
         let mut first_err = None;
+        let mut ctx = RunCtx { wanted, background, first_err: &mut first_err, kept };
         for run in fetch::plan_runs(&self.locs, &claim.cis(), max_run) {
-            self.fetch_run(store, &mut claim, &run, wanted, background, &mut first_err);
+            self.fetch_run(store, &mut claim, &run, &mut ctx);
         }
         first_err.map_or(Ok(()), Err)
     }
@@ -256,22 +297,15 @@ impl CachedBlob {
     /// Fetch one planned run and finish its chunks. When a merged read
     /// fails (say the blob was truncated behind a neighbour), each chunk is
     /// read on its own, so the chunks that are still readable succeed.
-    fn fetch_run(
-        &self,
-        store: &BlobStore,
-        claim: &mut Claim<'_>,
-        run: &Run,
-        wanted: &[u32],
-        background: bool,
-        first_err: &mut Option<StorageError>,
-    ) {
+    fn fetch_run(&self, store: &BlobStore, claim: &mut Claim<'_>, run: &Run, ctx: &mut RunCtx<'_>) {
+        let wanted = ctx.wanted;
         let is_wanted = |ci: &u32| wanted.binary_search(ci).is_ok();
-        let buf = match self.read_run(run, background) {
+        let buf = match self.read_run(run, ctx.background) {
             Ok(buf) => buf,
             Err(_) if run.cis.len() > 1 => {
                 for &ci in &run.cis {
                     for single in fetch::plan_runs(&self.locs, &[ci], 0) {
-                        self.fetch_run(store, claim, &single, wanted, background, first_err);
+                        self.fetch_run(store, claim, &single, ctx);
                     }
                 }
                 return;
@@ -280,7 +314,7 @@ impl CachedBlob {
                 self.log_failure(&run.cis, &e);
                 run.cis.iter().for_each(|&ci| claim.finish(ci, Err(e.to_string())));
                 if run.cis.iter().any(is_wanted) {
-                    first_err.get_or_insert(e);
+                    ctx.first_err.get_or_insert(e);
                 }
                 return;
             }
@@ -289,12 +323,12 @@ impl CachedBlob {
         // neighbours are the ones evicted to make room.
         let (want, extra): (Vec<u32>, Vec<u32>) = run.cis.iter().partition(|ci| is_wanted(ci));
         for ci in extra.into_iter().chain(want) {
-            let res = self.store_chunk(store, ci, run, &buf);
+            let res = self.store_chunk(store, ci, run, &buf, ctx.kept);
             claim.finish(ci, res.as_ref().map(|_| ()).map_err(ToString::to_string));
             if let Err(e) = res {
                 self.log_failure(&[ci], &e);
                 if is_wanted(&ci) {
-                    first_err.get_or_insert(e);
+                    ctx.first_err.get_or_insert(e);
                 }
             }
         }
@@ -316,7 +350,7 @@ impl CachedBlob {
 
     /// Decode chunk `ci` from `buf` (the stored bytes of `run`), write it to
     /// the data file and mark it ready.
-    fn store_chunk(&self, store: &BlobStore, ci: u32, run: &Run, buf: &[u8]) -> Result<()> {
+    fn store_chunk(&self, store: &BlobStore, ci: u32, run: &Run, buf: &[u8], kept: &mut Kept) -> Result<()> {
         let loc = self.location(ci)?;
         let at = loc.compressed_offset.saturating_sub(run.offset) as usize;
         let stored = buf.get(at..at + loc.compressed_size as usize).ok_or_else(|| StorageError::BlobMeta {
@@ -331,6 +365,9 @@ impl CachedBlob {
             return Err(e);
         }
         self.shared.space.commit(store, ci, bytes);
+        if kept.ci == Some(ci) {
+            kept.data = Some(plain.into_owned());
+        }
         Ok(())
     }
 
@@ -353,7 +390,12 @@ impl CachedBlob {
         let stored = self.read_run(&run, false).inspect_err(|e| self.log_failure(&[ci], e))?;
         let plain = self.decode(ci, loc, &stored).inspect_err(|e| self.log_failure(&[ci], e))?;
         // In range: the caller checked off + len <= the chunk's plain size.
-        let data = &plain[off as usize..(off + len) as usize];
+        self.copy_out(ci, &plain[off as usize..(off + len) as usize], sink)
+    }
+
+    /// Write `data` (plain bytes of chunk `ci`) into `sink`; returns the
+    /// bytes written (fewer only if the sink stopped accepting).
+    fn copy_out(&self, ci: u32, data: &[u8], sink: &mut dyn ChunkSink) -> Result<usize> {
         let mut done = 0;
         while done < data.len() {
             match sink.write_bytes(&data[done..]) {
