@@ -20,3 +20,11 @@ fi
 python3 -c 'import pytest' 2>/dev/null || python3 -m pip install -q pytest
 # The Bearer token server of the registry tests signs JWTs with it.
 python3 -c 'import cryptography' 2>/dev/null || python3 -m pip install -q cryptography
+# The metrics exposition check (tests/e2e/test_metrics_format.py) parses with it.
+python3 -c 'import prometheus_client' 2>/dev/null || python3 -m pip install -q prometheus-client
+# The s3 backend tests (tests/e2e/test_backend_s3.py) run moto_server with
+# signature checking on, and put objects with boto3.
+python3 -c 'import moto.server, flask_cors, boto3' 2>/dev/null || python3 -m pip install -q 'moto[server]' boto3
+# The API contract test (tests/e2e/test_api_contract.py) loads api/openapi.yaml and
+# validates answers against its schemas.
+python3 -c 'import yaml, jsonschema' 2>/dev/null || python3 -m pip install -q pyyaml jsonschema

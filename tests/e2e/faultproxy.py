@@ -21,7 +21,8 @@ Faults:
            misbehaving server that still says 200).
 
 ``proxy.events`` lists ``(path, what)`` for every blob GET, ``what`` being
-the fault or ``"pass <status>"``.
+the fault or ``"pass <status>"``; ``proxy.blob_bytes`` counts the body bytes
+of the blob answers passed on (what the client fetched).
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ class FaultProxy:
         self.stall_secs = stall_secs
         self.queue: list[str] = []
         self.events: list[tuple[str, str]] = []
+        self.blob_bytes = 0
+        self.auth_seen: list[str] = []  # Authorization header values, in order
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         proxy = self
@@ -104,6 +107,8 @@ class FaultProxy:
                         break
                     k, v = h.decode("latin-1").split(":", 1)
                     headers.append((k.strip(), v.strip()))
+                with self.lock:
+                    self.auth_seen += [v for k, v in headers if k.lower() == "authorization"]
                 length = int(next((v for k, v in headers if k.lower() == "content-length"), "0"))
                 body = f.read(length) if length else b""
                 fault = self._next_fault(path)
@@ -123,6 +128,9 @@ class FaultProxy:
                 status, reason, rheaders, rbody = self._forward(method, path, headers, body)
                 if "/blobs/" in path:
                     self._record(path, fault or f"pass {status}")
+                    if method == "GET" and fault is None:
+                        with self.lock:
+                            self.blob_bytes += len(rbody)
                 if fault == "flip" and rbody:
                     rbody = bytes([rbody[0] ^ 0xFF]) + rbody[1:]
                 head = f"HTTP/1.1 {status} {reason}\r\n"

@@ -207,7 +207,8 @@ def _set(cfg: dict, path: str, value):
 BAD_CONFIGS = {
     "work_dir-int": ("device.cache.config.work_dir", 5, ["work_dir"]),
     "digest_validate-str": ("digest_validate", "yes", ["digest_validate"]),
-    "backend-s3": ("device.backend.type", "s3", ["s3"]),
+    "s3-no-bucket": ("device.backend", {"type": "s3", "config": {"region": "us-east-1"}},
+                     ["device.backend.config.bucket_name"]),
     "registry-no-host": ("device.backend", {"type": "registry", "config": {"repo": "r"}},
                          ["device.backend.config.host"]),
     "backend-unknown": ("device.backend.type", "ftp", ["ftp"]),

@@ -60,16 +60,6 @@ pub enum ConfigError {
         /// What is wrong and what to do.
         message: String,
     },
-    /// A storage backend upstream has but this nydusd does not (yet).
-    #[error("{file}: {key}: backend type `{kind}` is not supported yet; use `localfs` and copy the blobs into a local directory")]
-    UnsupportedBackend {
-        /// The file, as given.
-        file: String,
-        /// Key path of the backend type.
-        key: String,
-        /// The backend type named in the file.
-        kind: String,
-    },
     /// An upstream feature this nydusd does not have (fscache, overlay,
     /// cache encryption). `hint` says what to use instead.
     #[error("{file}: {key}: {feature} is not supported; {hint}")]

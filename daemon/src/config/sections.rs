@@ -1,14 +1,15 @@
 //! Sections shared by both formats, and their resolution into settings.
 //!
-//! v1's `device.backend.config` (for `localfs`) and v2's `backend.localfs`
-//! have the same keys, as do v1's `device.cache.config` and v2's
-//! `cache.filecache`; upstream uses one struct for each, and so do we.
+//! v1's `device.backend.config` and v2's `backend.<type>` have the same
+//! keys; their schema lives in the storage crate
+//! ([`nydus_storage::config::resolve_backend_section`]), which `nydus-image`
+//! shares. v1's `device.cache.config` and v2's `cache.filecache` have the
+//! same keys too; upstream uses one struct for both, and so do we.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use nydus_storage::config::{
-    BackendConfig, CacheConfig, CacheKind, HttpConfig, LocalFsConfig, PrefetchConfig, RegistryConfig, Secret,
+    resolve_backend_section, BackendConfig, BackendSection, CacheConfig, CacheKind, PrefetchConfig,
 };
 use serde::Deserialize;
 use serde_json::Value;
@@ -26,292 +27,26 @@ pub(super) const DEFAULT_PREFETCH_THREADS: usize = 8;
 /// Upstream's largest accepted number of prefetch threads.
 const MAX_PREFETCH_THREADS: usize = 1024;
 
-/// Backends upstream has that we plan to add.
-const PLANNED_BACKENDS: &[&str] = &["oss", "s3", "http-proxy"];
-
-/// Environment variable holding base64 `user:password` for registries,
-/// used when `auth` is absent (as upstream).
-pub(super) const IMAGE_PULL_AUTH: &str = "IMAGE_PULL_AUTH";
-
-/// `localfs` backend settings (upstream `LocalFsConfig`).
-#[derive(Debug, Default, Deserialize)]
-#[serde(expecting = "a section of localfs settings (`dir`, `blob_file`, `alt_dirs`)")]
-pub(super) struct LocalFsSection {
-    /// A single blob file, used for every blob id.
-    #[serde(default)]
-    blob_file: String,
-    /// Directory of blobs named by id.
-    #[serde(default)]
-    dir: String,
-    /// More directories searched after `dir`.
-    #[serde(default)]
-    alt_dirs: Vec<String>,
-    /// Old upstream access-log readahead; upstream ignores it now.
-    #[serde(default)]
-    readahead: bool,
-    /// Duration of the readahead log; ignored with `readahead`.
-    #[serde(rename = "readahead_sec", default)]
-    _readahead_sec: u64,
-}
-
-/// What both formats say about the backend, before resolution.
-pub(super) struct BackendInput<'a> {
-    /// `type`, as written.
-    pub(super) kind: &'a str,
-    /// Key path of `type`.
-    pub(super) type_key: &'a str,
-    /// The localfs section, if any, and its key path.
-    pub(super) localfs: Option<LocalFsSection>,
-    pub(super) localfs_key: &'a str,
-    /// The registry section, if any, and its key path.
-    pub(super) registry: Option<RegistrySection>,
-    pub(super) registry_key: &'a str,
-}
-
-/// Checks the backend type and resolves the section of that type.
-pub(super) fn resolve_backend(ctx: &mut Ctx, input: BackendInput) -> Result<BackendConfig, ConfigError> {
-    let type_key = input.type_key;
-    match input.kind {
-        "localfs" => resolve_localfs(ctx, input.localfs, input.localfs_key),
-        "registry" => resolve_registry(ctx, input.registry, input.registry_key),
-        k if PLANNED_BACKENDS.contains(&k) => Err(ConfigError::UnsupportedBackend {
-            file: ctx.file.clone(),
-            key: type_key.to_string(),
-            kind: k.to_string(),
-        }),
-        "localdisk" => Err(ctx.unsupported(
-            type_key,
-            "backend type `localdisk`",
-            "use `localfs` and copy the blobs out of the disk partitions into a directory",
-        )),
-        other => Err(ctx.invalid(
-            type_key,
-            format_args!(
-                "unknown backend type `{other}`; use \"localfs\" or \"registry\" (oss, s3 and http-proxy are not supported yet)"
-            ),
-        )),
-    }
-}
-
-fn resolve_localfs(ctx: &mut Ctx, localfs: Option<LocalFsSection>, key: &str) -> Result<BackendConfig, ConfigError> {
-    let Some(s) = localfs else {
-        return Err(ctx.invalid(key, "missing; the localfs backend needs this section with `dir` or `blob_file`"));
-    };
-    if s.dir.is_empty() && s.blob_file.is_empty() {
-        return Err(ctx.invalid(
-            key,
-            "localfs needs `dir` (the directory holding the blobs) or `blob_file` (a single blob); set one of them",
-        ));
-    }
-    if s.readahead {
-        ctx.warn(&join(key, "readahead"), "has no effect (upstream ignores it too); remove it");
-    }
-    let path = |p: String| (!p.is_empty()).then(|| PathBuf::from(p));
-    // Fields the storage crate adds later keep their defaults.
-    #[allow(clippy::needless_update)]
-    let config = LocalFsConfig {
-        dir: path(s.dir),
-        blob_file: path(s.blob_file),
-        alt_dirs: s.alt_dirs.into_iter().map(PathBuf::from).collect(),
-        ..Default::default()
-    };
-    Ok(BackendConfig::LocalFs(config))
-}
-
-/// `registry` backend settings (upstream `RegistryConfig`), plus our
-/// `ca_cert_files`.
-#[derive(Debug, Deserialize)]
-#[serde(expecting = "a section of registry settings (`host`, `repo`, `auth`, ...)")]
-pub(super) struct RegistrySection {
-    #[serde(default = "default_scheme")]
-    scheme: String,
-    host: String,
-    repo: String,
-    #[serde(default)]
-    auth: Option<String>,
-    #[serde(default)]
-    registry_token: Option<String>,
-    #[serde(default)]
-    blob_url_scheme: String,
-    #[serde(default)]
-    blob_redirected_host: String,
-    #[serde(default)]
-    mirrors: Vec<Value>,
-    // Connection keys every HTTP backend section has (upstream repeats them
-    // in each backend's struct; serde's `flatten` would lose key paths).
-    #[serde(default)]
-    skip_verify: bool,
-    /// Seconds.
-    #[serde(default = "default_http_timeout")]
-    timeout: u64,
-    /// Seconds.
-    #[serde(default = "default_http_timeout")]
-    connect_timeout: u64,
-    #[serde(default)]
-    retry_limit: u8,
-    #[serde(default)]
-    ca_cert_files: Vec<String>,
-    #[serde(default)]
-    proxy: Option<ProxySection>,
-}
-
-/// `proxy` (upstream `ProxyConfig`): a Dragonfly dfdaemon in front of the backend.
-#[derive(Debug, Deserialize)]
-pub(super) struct ProxySection {
-    #[serde(default)]
-    url: String,
-    #[serde(rename = "ping_url", default)]
-    _ping_url: String,
-    #[serde(default = "default_true")]
-    fallback: bool,
-    #[serde(rename = "check_interval", default)]
-    _check_interval: u64,
-    #[serde(rename = "use_http", default)]
-    _use_http: bool,
-}
-
-/// The connection keys of an HTTP backend section.
-struct HttpSection {
-    skip_verify: bool,
-    timeout: u64,
-    connect_timeout: u64,
-    retry_limit: u8,
-    ca_cert_files: Vec<String>,
-    proxy: Option<ProxySection>,
-}
-
-fn default_scheme() -> String {
-    "https".to_string()
-}
-
-fn default_http_timeout() -> u64 {
-    5
-}
-
-fn default_true() -> bool {
-    true
-}
-
-fn resolve_registry(ctx: &mut Ctx, section: Option<RegistrySection>, key: &str) -> Result<BackendConfig, ConfigError> {
-    let Some(s) = section else {
-        return Err(ctx.invalid(key, "missing; the registry backend needs this section with `host` and `repo`"));
-    };
-    if s.scheme != "http" && s.scheme != "https" {
-        return Err(ctx.invalid(
-            &join(key, "scheme"),
-            format_args!("`{}` is not a registry scheme; use \"https\" or \"http\"", s.scheme),
-        ));
-    }
-    if s.host.is_empty() || s.host.contains(['/', '@', '?', '#']) {
-        return Err(ctx.invalid(
-            &join(key, "host"),
-            "must be the registry's host name with an optional :port, e.g. \"registry.example.com:5000\"",
-        ));
-    }
-    let repo = s.repo.trim_matches('/');
-    if repo.is_empty() || repo.split('/').any(|p| p.is_empty() || p == "." || p == "..") {
-        return Err(ctx.invalid(&join(key, "repo"), "must be a repository name such as \"library/ubuntu\""));
-    }
-    for (v, name) in [(&s.blob_url_scheme, "blob_url_scheme")] {
-        if !v.is_empty() && v != "http" && v != "https" {
-            return Err(ctx.invalid(&join(key, name), "use \"http\", \"https\" or leave it empty"));
+/// Resolves the backend section of type `kind` through the storage crate
+/// (which owns the backend schema, shared with `nydus-image`), turning its
+/// warnings and errors into this file's.
+pub(super) fn resolve_backend(
+    ctx: &mut Ctx,
+    kind: &str,
+    type_key: &str,
+    section: Option<Value>,
+    section_key: &str,
+) -> Result<BackendConfig, ConfigError> {
+    let input = BackendSection { kind, type_key, section, section_key };
+    match resolve_backend_section(input) {
+        Ok((config, warnings)) => {
+            for w in warnings {
+                ctx.warn(&w.key, w.message);
+            }
+            Ok(config)
         }
+        Err(issue) => Err(ctx.invalid(&issue.key, issue.message)),
     }
-    let auth = match s.auth.filter(|a| !a.is_empty()) {
-        Some(a) => Some((a, join(key, "auth"))),
-        None => std::env::var(IMAGE_PULL_AUTH)
-            .ok()
-            .filter(|a| !a.is_empty())
-            .map(|a| (a, format!("environment variable {IMAGE_PULL_AUTH}"))),
-    };
-    if let Some((a, source)) = &auth {
-        if !is_base64_user_pass(a) {
-            // Never echo the value: it is a credential.
-            return Err(ctx.invalid(
-                source,
-                "must be base64 of `user:password` (e.g. the output of `printf %s user:password | base64 -w0`)",
-            ));
-        }
-    }
-    if !s.mirrors.is_empty() {
-        ctx.warn(&join(key, "mirrors"), "registry mirrors are not supported yet; blobs are fetched from `host`");
-    }
-    let http = HttpSection {
-        skip_verify: s.skip_verify,
-        timeout: s.timeout,
-        connect_timeout: s.connect_timeout,
-        retry_limit: s.retry_limit,
-        ca_cert_files: s.ca_cert_files,
-        proxy: s.proxy,
-    };
-    let http = resolve_http(ctx, http, key)?;
-    Ok(BackendConfig::Registry(RegistryConfig {
-        scheme: s.scheme,
-        host: s.host,
-        repo: repo.to_string(),
-        auth: auth.map(|(a, _)| Secret::new(a.trim())),
-        registry_token: s.registry_token.filter(|t| !t.is_empty()).map(Secret::new),
-        blob_url_scheme: s.blob_url_scheme,
-        blob_redirected_host: s.blob_redirected_host,
-        http,
-    }))
-}
-
-/// Resolves the connection keys of an HTTP backend section at `key`.
-fn resolve_http(ctx: &mut Ctx, s: HttpSection, key: &str) -> Result<HttpConfig, ConfigError> {
-    for (v, name) in [(s.timeout, "timeout"), (s.connect_timeout, "connect_timeout")] {
-        if v == 0 || v > 3600 {
-            return Err(
-                ctx.invalid(&join(key, name), format_args!("{v} seconds is out of range; use 1 to 3600 (default 5)"))
-            );
-        }
-    }
-    if let Some(p) = s.proxy.filter(|p| !p.url.is_empty()) {
-        if p.fallback {
-            ctx.warn(
-                &join(key, "proxy.url"),
-                "the HTTP proxy (Dragonfly dfdaemon) is not supported yet; requests go to the backend directly, as on a proxy failure with `fallback`",
-            );
-        } else {
-            return Err(ctx.unsupported(
-                &join(key, "proxy.url"),
-                "the HTTP proxy (Dragonfly dfdaemon)",
-                "remove `proxy` (or set `proxy.fallback = true`) to fetch from the backend directly",
-            ));
-        }
-    }
-    Ok(HttpConfig {
-        timeout: Duration::from_secs(s.timeout),
-        connect_timeout: Duration::from_secs(s.connect_timeout),
-        retry_limit: u32::from(s.retry_limit),
-        skip_verify: s.skip_verify,
-        ca_cert_files: s.ca_cert_files.into_iter().map(PathBuf::from).collect(),
-        ..Default::default()
-    })
-}
-
-/// Whether `auth` decodes to `user:password`.
-fn is_base64_user_pass(a: &str) -> bool {
-    decode_base64(a.trim()).and_then(|b| String::from_utf8(b).ok()).is_some_and(|t| t.contains(':'))
-}
-
-/// Standard base64 with padding; `None` if malformed.
-fn decode_base64(s: &str) -> Option<Vec<u8>> {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let s = s.trim_end_matches('=');
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for c in s.bytes() {
-        let v = ALPHABET.iter().position(|&a| a == c)? as u32;
-        acc = (acc << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
 }
 
 /// `blobcache`/`filecache` settings (upstream `FileCacheConfig`), plus our

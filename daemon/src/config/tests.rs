@@ -7,7 +7,8 @@ use nydus_fs::config::FsConfig;
 use std::time::Duration;
 
 use nydus_storage::config::{
-    BackendConfig, CacheConfig, CacheKind, HttpConfig, LocalFsConfig, PrefetchConfig, RegistryConfig, Secret,
+    BackendConfig, CacheConfig, CacheKind, HttpConfig, HttpProxyAddr, HttpProxyConfig, LocalFsConfig, PrefetchConfig,
+    RegistryConfig, Secret,
 };
 
 use super::parse::parse_byte_size;
@@ -696,26 +697,82 @@ fn missing_required_keys() {
 }
 
 #[test]
-fn unsupported_backends() {
-    for kind in ["oss", "s3", "http-proxy"] {
-        let v1 = format!(r#"{{"device": {{"backend": {{"type": "{kind}", "config": {{}}}}}}, "mode": "direct"}}"#);
-        assert_eq!(
-            error(&v1),
-            format!(
-                "/etc/nydus/c.json: device.backend.type: backend type `{kind}` is not supported yet; \
-                 use `localfs` and copy the blobs into a local directory"
-            )
+fn object_store_and_proxy_backends() {
+    // v1: `device.backend.config`.
+    let v1 = r#"{"device": {"backend": {"type": "s3", "config": {
+        "endpoint": "127.0.0.1:9000", "scheme": "http", "region": "us-east-1", "bucket_name": "blobs",
+        "object_prefix": "nydus/", "access_key_id": "AKIDEXAMPLE", "access_key_secret": "wJalrXUtnFEMI",
+        "retry_limit": 3}}}, "mode": "direct"}"#;
+    let config = load_clean(v1);
+    let BackendConfig::S3(s3) = &config.backend else { panic!("{:?}", config.backend) };
+    assert_eq!(
+        (s3.endpoint.as_str(), s3.bucket_name.as_str(), s3.object_prefix.as_str()),
+        ("127.0.0.1:9000", "blobs", "nydus/")
+    );
+    assert_eq!(s3.http.retry_limit, 3);
+    assert_eq!(s3.credentials.as_ref().map(|k| k.secret.expose()), Some("wJalrXUtnFEMI"));
+    let dbg = format!("{config:?}");
+    assert!(!dbg.contains("wJalrXUtnFEMI") && !dbg.contains("AKIDEXAMPLE"), "{dbg}");
+
+    // v2: `[backend.<type>]`; sections of other types are not read.
+    let v2 = "version = 2\n[backend]\ntype = \"oss\"\n[backend.oss]\nendpoint = \"oss-cn-hangzhou.aliyuncs.com\"\n\
+              bucket_name = \"my-bucket\"\nbogus = 1\n[backend.s3]\nwhatever = 1\n";
+    let (config, warnings) = load(v2);
+    let BackendConfig::Oss(oss) = &config.backend else { panic!("{:?}", config.backend) };
+    assert_eq!((oss.scheme.as_str(), oss.bucket_name.as_str()), ("https", "my-bucket"));
+    assert!(oss.credentials.is_none());
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].starts_with("/etc/nydus/c.json: backend.oss.bogus: unknown key"), "{warnings:?}");
+
+    for section in ["http-proxy", "http_proxy"] {
+        let text = format!(
+            "version = 2\n[backend]\ntype = \"http-proxy\"\n[backend.{section}]\naddr = \"/run/blobs.sock\"\npath = \"/b\"\n"
         );
-        let v2 = format!("version = 2\n[backend]\ntype = \"{kind}\"\n");
-        assert!(error(&v2)
-            .starts_with(&format!("/etc/nydus/c.json: backend.type: backend type `{kind}` is not supported yet")));
+        let config = load_clean(&text);
+        let BackendConfig::HttpProxy(h) = &config.backend else { panic!("{:?}", config.backend) };
+        assert_eq!((&h.addr, h.path.as_str()), (&HttpProxyAddr::UnixSocket("/run/blobs.sock".into()), "/b"));
+    }
+    let config = load_clean(
+        r#"{"device": {"backend": {"type": "http-proxy", "config": {"addr": "http://127.0.0.1:9977"}}}, "mode": "direct"}"#,
+    );
+    assert!(matches!(config.backend, BackendConfig::HttpProxy(HttpProxyConfig { addr: HttpProxyAddr::Url(_), .. })));
+}
+
+#[test]
+fn backend_errors_name_the_key() {
+    let cases = [
+        (
+            r#"{"device": {"backend": {"type": "s3", "config": {"region": "r"}}}, "mode": "direct"}"#,
+            "device.backend.config.bucket_name: required key is missing",
+        ),
+        (
+            r#"{"device": {"backend": {"type": "s3"}}, "mode": "direct"}"#,
+            "device.backend.config.bucket_name: required key is missing",
+        ),
+        (
+            r#"{"device": {"backend": {"type": "oss", "config": {"endpoint": "e", "bucket_name": "bkt", "access_key_secret": "s3cr3t"}}}, "mode": "direct"}"#,
+            "device.backend.config.access_key_id: is empty while `access_key_secret` is set",
+        ),
+        ("version = 2\nbackend.type = \"s3\"\n", "backend.s3: missing; the s3 backend needs this section"),
+        (
+            "version = 2\nbackend.type = \"http-proxy\"\nbackend.http-proxy.addr = \"localhost:80\"\n",
+            "backend.http-proxy.addr: `localhost:80` is neither",
+        ),
+        (
+            "version = 2\nbackend.type = \"oss\"\nbackend.oss = { endpoint = \"e\", bucket_name = \"b\" }\n",
+            "backend.oss.bucket_name: `b` is not a bucket name",
+        ),
+    ];
+    for (text, want) in cases {
+        let e = error(text);
+        assert!(e.starts_with(&format!("/etc/nydus/c.json: {want}")), "{want}: {e}");
+        assert!(!e.contains("s3cr3t"), "{e}");
     }
     assert!(error("version = 2\nbackend.type = \"localdisk\"\n")
         .starts_with("/etc/nydus/c.json: backend.type: backend type `localdisk` is not supported; use `localfs`"));
     assert_eq!(
         error("version = 2\nbackend.type = \"ftp\"\n"),
-        "/etc/nydus/c.json: backend.type: unknown backend type `ftp`; use \"localfs\" \
-         or \"registry\" (oss, s3 and http-proxy are not supported yet)"
+        "/etc/nydus/c.json: backend.type: unknown backend type `ftp`; use \"localfs\", \"registry\", \"s3\", \"oss\" or \"http-proxy\""
     );
 }
 
@@ -889,11 +946,6 @@ fn localfs_dir() {
 fn error_display() {
     let e = ConfigError::Invalid { file: "f".into(), key: "a.b".into(), message: "bad".into() };
     assert_eq!(e.to_string(), "f: a.b: bad");
-    let e = ConfigError::UnsupportedBackend { file: "f".into(), key: "backend.type".into(), kind: "s3".into() };
-    assert_eq!(
-        e.to_string(),
-        "f: backend.type: backend type `s3` is not supported yet; use `localfs` and copy the blobs into a local directory"
-    );
     let e = ConfigError::Unsupported { file: "f".into(), key: "k".into(), feature: "x".into(), hint: "do y".into() };
     assert_eq!(e.to_string(), "f: k: x is not supported; do y");
 }
@@ -907,9 +959,9 @@ fn documented_examples_load_without_warnings() {
             let text = part.split("```").next().unwrap();
             let (config, warnings) = parse_str(text, "doc").unwrap_or_else(|e| panic!("{e}\nin:\n{text}"));
             assert!(warnings.is_empty(), "{warnings:?}\nin:\n{text}");
-            assert!(matches!(config.backend, BackendConfig::LocalFs(_) | BackendConfig::Registry(_)));
+            assert!(!format!("{config:?}").contains("EXAMPLEKEY"), "a secret leaked into Debug");
             blocks += 1;
         }
     }
-    assert_eq!(blocks, 5);
+    assert_eq!(blocks, 8);
 }

@@ -16,7 +16,7 @@ use serde_json::Value;
 use super::parse::Ctx;
 use super::sections::{
     check_mode, resolve_backend, resolve_cache, resolve_prefetch, warn_external_backends, warn_unsupported_switches,
-    BackendInput, CacheInput, PrefetchInput, PrefetchKeys, DEFAULT_BATCH_SIZE, DEFAULT_PREFETCH_THREADS,
+    CacheInput, PrefetchInput, PrefetchKeys, DEFAULT_BATCH_SIZE, DEFAULT_PREFETCH_THREADS,
 };
 use super::{ConfigError, DaemonConfig};
 
@@ -132,25 +132,8 @@ pub(super) fn load(ctx: &mut Ctx, doc: Value) -> Result<DaemonConfig, ConfigErro
     check_mode(ctx, &raw.mode, "mode")?;
     let device = raw.device;
 
-    const CONFIG_KEY: &str = "device.backend.config";
-    let kind = device.backend.kind.as_str();
-    let (mut localfs, mut registry) = (None, None);
-    match kind {
-        "localfs" => localfs = Some(ctx.section(object_or_empty(device.backend.config), CONFIG_KEY)?),
-        "registry" => registry = Some(ctx.section(object_or_empty(device.backend.config), CONFIG_KEY)?),
-        _ => {}
-    }
-    let backend = resolve_backend(
-        ctx,
-        BackendInput {
-            kind,
-            type_key: "device.backend.type",
-            localfs,
-            localfs_key: CONFIG_KEY,
-            registry,
-            registry_key: CONFIG_KEY,
-        },
-    )?;
+    let config = Some(object_or_empty(device.backend.config));
+    let backend = resolve_backend(ctx, &device.backend.kind, "device.backend.type", config, "device.backend.config")?;
 
     let cache_kind = device.cache.kind.as_str();
     let filecache = match (cache_kind, device.cache.config) {

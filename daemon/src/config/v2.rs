@@ -23,8 +23,7 @@ use serde_json::Value;
 use super::parse::Ctx;
 use super::sections::{
     check_mode, resolve_backend, resolve_cache, resolve_prefetch, warn_external_backends, warn_unsupported_switches,
-    BackendInput, CacheInput, FileCacheSection, LocalFsSection, PrefetchInput, PrefetchKeys, DEFAULT_BATCH_SIZE,
-    DEFAULT_PREFETCH_THREADS,
+    CacheInput, FileCacheSection, PrefetchInput, PrefetchKeys, DEFAULT_BATCH_SIZE, DEFAULT_PREFETCH_THREADS,
 };
 use super::{ConfigError, DaemonConfig};
 
@@ -44,23 +43,22 @@ struct ConfigV2 {
     overlay: Option<Value>,
 }
 
-/// `backend` (upstream `BackendConfigV2`). The sections of backends we do
-/// not have are accepted unparsed: choosing one is refused anyway.
+/// `backend` (upstream `BackendConfigV2`): the type and a section per
+/// backend type, of which only the selected one is read (upstream's sample
+/// files carry sections of every kind, with placeholder values).
 #[derive(Debug, Deserialize)]
 #[serde(expecting = "a section with the backend `type` and its settings")]
 struct BackendV2 {
     #[serde(rename = "type")]
     kind: String,
-    localfs: Option<LocalFsSection>,
-    #[serde(rename = "localdisk")]
-    _localdisk: Option<Value>,
-    #[serde(rename = "oss")]
-    _oss: Option<Value>,
-    #[serde(rename = "s3")]
-    _s3: Option<Value>,
+    localfs: Option<Value>,
+    localdisk: Option<Value>,
+    oss: Option<Value>,
+    s3: Option<Value>,
     registry: Option<Value>,
-    #[serde(rename = "http-proxy")]
-    _http_proxy: Option<Value>,
+    /// Upstream's key is `http-proxy`; `http_proxy` is accepted too.
+    #[serde(rename = "http-proxy", alias = "http_proxy")]
+    http_proxy: Option<Value>,
 }
 
 /// `cache` (upstream `CacheConfigV2`).
@@ -199,23 +197,16 @@ pub(super) fn load(ctx: &mut Ctx, doc: Value) -> Result<DaemonConfig, ConfigErro
             "required section is missing; add `backend.type = \"localfs\"` and `backend.localfs.dir`",
         ));
     };
-    // Only the selected backend's section is parsed: upstream's sample files
-    // carry sections of every kind, with placeholder values.
-    let registry = match (b.kind.as_str(), b.registry) {
-        ("registry", Some(v)) => Some(ctx.section(v, "backend.registry")?),
-        _ => None,
+    let (section, key) = match b.kind.as_str() {
+        "localfs" => (b.localfs, "backend.localfs"),
+        "localdisk" => (b.localdisk, "backend.localdisk"),
+        "oss" => (b.oss, "backend.oss"),
+        "s3" => (b.s3, "backend.s3"),
+        "registry" => (b.registry, "backend.registry"),
+        "http-proxy" => (b.http_proxy, "backend.http-proxy"),
+        _ => (None, "backend"),
     };
-    let backend = resolve_backend(
-        ctx,
-        BackendInput {
-            kind: &b.kind,
-            type_key: "backend.type",
-            localfs: b.localfs,
-            localfs_key: "backend.localfs",
-            registry,
-            registry_key: "backend.registry",
-        },
-    )?;
+    let backend = resolve_backend(ctx, &b.kind, "backend.type", section, key)?;
 
     let rafs = raw.rafs.unwrap_or_default();
     check_mode(ctx, &rafs.mode, "rafs.mode")?;

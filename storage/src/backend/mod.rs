@@ -14,18 +14,30 @@
 
 #[cfg(feature = "backend-http")]
 mod http;
+#[cfg(feature = "backend-http-proxy")]
+pub mod http_proxy;
 mod localfs;
+mod metered;
+#[cfg(any(feature = "backend-s3", feature = "backend-oss"))]
+mod object_store;
+#[cfg(feature = "backend-oss")]
+pub mod oss;
 #[cfg(feature = "backend-registry")]
 mod registry;
+#[cfg(feature = "backend-s3")]
+pub mod s3;
+pub mod upload;
 
 use std::sync::Arc;
 
 pub use localfs::LocalFsBackend;
+pub use metered::MeteredBackend;
 #[cfg(feature = "backend-registry")]
-pub use registry::RegistryBackend;
+pub use registry::{MirrorConfig, RegistryBackend};
 
 use crate::config::BackendConfig;
 use crate::error::{Result, StorageError};
+use crate::metrics::BackendMetrics;
 
 /// One blob in a backend.
 ///
@@ -47,10 +59,22 @@ pub trait BlobBackend: Send + Sync {
     /// Open blob `blob_id`; fails with [`StorageError::BlobNotFound`] when the
     /// backend does not have it.
     fn open_blob(&self, blob_id: &str) -> Result<Arc<dyn BlobReader>>;
+
+    /// The read counters of this backend, when it keeps them (backends built
+    /// by [`new_backend`] do: they are wrapped in a [`MeteredBackend`]).
+    fn metrics(&self) -> Option<Arc<BackendMetrics>> {
+        None
+    }
 }
 
-/// Build the backend described by `cfg`.
+/// Build the backend described by `cfg`, measured by a [`MeteredBackend`]
+/// (see [`BlobBackend::metrics`]).
 pub fn new_backend(cfg: &BackendConfig) -> Result<Arc<dyn BlobBackend>> {
+    let inner = build_backend(cfg)?;
+    Ok(Arc::new(MeteredBackend::new(inner, metered::backend_type(cfg))))
+}
+
+fn build_backend(cfg: &BackendConfig) -> Result<Arc<dyn BlobBackend>> {
     match cfg {
         BackendConfig::LocalFs(c) => Ok(Arc::new(LocalFsBackend::new(c.clone())?)),
         #[cfg(feature = "backend-registry")]
@@ -59,6 +83,18 @@ pub fn new_backend(cfg: &BackendConfig) -> Result<Arc<dyn BlobBackend>> {
         BackendConfig::Registry(_) => Err(StorageError::BackendConfig(
             "this build has no registry backend (cargo feature `backend-registry`)".into(),
         )),
+        #[cfg(feature = "backend-s3")]
+        BackendConfig::S3(c) => s3::new_backend(c),
+        #[cfg(feature = "backend-oss")]
+        BackendConfig::Oss(c) => oss::new_backend(c),
+        #[cfg(feature = "backend-http-proxy")]
+        BackendConfig::HttpProxy(c) => Ok(Arc::new(http_proxy::HttpProxyBackend::new(c)?)),
+        #[allow(unreachable_patterns)]
+        _ => Err(StorageError::BackendConfig(format!(
+            "this build has no {} backend (cargo feature `backend-{}`)",
+            metered::backend_type(cfg),
+            metered::backend_type(cfg)
+        ))),
     }
 }
 

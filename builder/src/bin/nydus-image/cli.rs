@@ -177,6 +177,51 @@ pub struct CreateArgs {
     /// Write a JSON report of what was built to this file.
     #[arg(short = 'J', long)]
     pub output_json: Option<PathBuf>,
+    #[command(flatten)]
+    pub upload: UploadArgs,
+}
+
+/// Where `create` uploads the finished blob.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendTypeArg {
+    /// An OCI distribution registry (push with POST/PATCH/PUT).
+    Registry,
+    /// An S3 bucket.
+    S3,
+    /// An Aliyun OSS bucket.
+    Oss,
+    /// A local directory (`dir`).
+    Localfs,
+}
+
+impl BackendTypeArg {
+    /// The type name of upstream's backend sections.
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendTypeArg::Registry => "registry",
+            BackendTypeArg::S3 => "s3",
+            BackendTypeArg::Oss => "oss",
+            BackendTypeArg::Localfs => "localfs",
+        }
+    }
+}
+
+/// Upload flags of `create` (upstream's names).
+#[derive(Args, Debug)]
+pub struct UploadArgs {
+    /// After the build, upload the blob to this kind of backend (skipped when
+    /// the backend already has it). Without --blob/--blob-dir the blob is
+    /// built in a temporary directory next to the bootstrap and removed once
+    /// uploaded.
+    #[arg(long, value_enum, value_name = "TYPE")]
+    pub backend_type: Option<BackendTypeArg>,
+    /// The backend's settings as JSON: the object upstream puts under
+    /// `device.backend.config`, e.g. '{"scheme":"https","host":"reg:5000","repo":"ns/img","auth":"<base64>"}'.
+    #[arg(long, value_name = "JSON", requires = "backend_type", conflicts_with = "backend_config_file")]
+    pub backend_config: Option<String>,
+    /// Read the backend's settings (JSON, as for --backend-config) from this file.
+    #[arg(long, value_name = "FILE", requires = "backend_type")]
+    pub backend_config_file: Option<PathBuf>,
 }
 
 impl CreateArgs {

@@ -2,6 +2,7 @@
 
 mod cli;
 mod progress;
+mod upload;
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
@@ -10,7 +11,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use nydus_builder::blob::ChunkOptions;
-use nydus_builder::create::{create, CreateOptions};
+use nydus_builder::create::{create, CreateOptions, CreateReport};
 use nydus_builder::image::load;
 use nydus_builder::inspect::{self, Inspector};
 use nydus_builder::{export, unpack};
@@ -62,15 +63,70 @@ fn write_json(path: Option<&Path>, v: &impl serde::Serialize) -> Result<()> {
     Ok(())
 }
 
+/// Check that the blob of an upload can be read back, and give a build
+/// without --blob/--blob-dir a temporary blob directory next to the bootstrap.
+fn upload_blob_dir(a: &cli::CreateArgs) -> Result<Option<tempfile::TempDir>> {
+    if let Some(b) = &a.blob {
+        if std::fs::metadata(b).is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_fifo(&m.file_type())) {
+            bail!(
+                "--blob {} is a FIFO: a blob written to a pipe cannot be uploaded; use a file or --blob-dir",
+                b.display()
+            );
+        }
+    }
+    if a.blob.is_some() || a.blob_dir.is_some() {
+        return Ok(None);
+    }
+    let Some(boot) = &a.bootstrap else {
+        bail!("no bootstrap output: pass --bootstrap FILE (or --blob-dir DIR)");
+    };
+    let dir = match boot.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => ".".into(),
+    };
+    let t = tempfile::Builder::new()
+        .prefix(".nydus-blobs-")
+        .tempdir_in(&dir)
+        .with_context(|| format!("cannot create a temporary blob directory in {}", dir.display()))?;
+    Ok(Some(t))
+}
+
+/// Upload the blob this build wrote. On failure the blob stays where it is
+/// (a temporary blob directory is kept and named).
+fn upload_built(t: &upload::Target, report: &CreateReport, temp: Option<tempfile::TempDir>) -> Result<()> {
+    let new_ids = &report.blobs[report.blobs.len().saturating_sub(report.blob_paths.len())..];
+    if new_ids.is_empty() {
+        tracing::info!(backend = t.name(), "the image has no new blob; nothing to upload");
+    }
+    for (id, path) in new_ids.iter().zip(&report.blob_paths) {
+        if let Err(e) = t.upload(id, path) {
+            let e = match temp {
+                Some(d) => {
+                    let kept = d.keep();
+                    anyhow::anyhow!("{e:#} (the blob stays in {})", kept.display())
+                }
+                None => e,
+            };
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Create(a) => {
+            let target = upload::target(&a.upload)?;
+            let temp_blobs = match &target {
+                Some(_) => upload_blob_dir(&a)?,
+                None => None,
+            };
             let opts = CreateOptions {
                 source: a.source.clone(),
                 source_type: a.source_type.into(),
                 bootstrap: a.bootstrap.clone(),
                 blob: a.blob.clone(),
-                blob_dir: a.blob_dir.clone(),
+                blob_dir: a.blob_dir.clone().or_else(|| temp_blobs.as_ref().map(|t| t.path().to_path_buf())),
                 blob_id: a.blob_id.clone(),
                 chunk: ChunkOptions {
                     chunk_size: a.chunk_size()?,
@@ -110,7 +166,10 @@ fn run(cli: Cli) -> Result<()> {
                 dedup_chunks = report.dedup_chunks,
                 "image built"
             );
-            Ok(())
+            match target {
+                Some(t) => upload_built(&t, &report, temp_blobs),
+                None => Ok(()),
+            }
         }
         Command::Check(a) => {
             let path = a.image.path()?;

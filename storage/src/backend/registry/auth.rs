@@ -147,6 +147,13 @@ impl Auth {
         }
     }
 
+    /// Ask token servers for `scope` when a challenge names none (uploads
+    /// need `repository:<repo>:push,pull`).
+    pub(crate) fn with_default_scope(mut self, scope: String) -> Self {
+        self.default_scope = scope;
+        self
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }

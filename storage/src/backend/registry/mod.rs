@@ -8,8 +8,13 @@
 //! and remember it per blob so later reads go straight there. When that
 //! URL stops working (expired: 401/403/404/410), it is dropped and the
 //! registry is asked again.
+//!
+//! Reads may go through [`mirror`]s first (tried in order, set aside while
+//! failing, the registry as the last resort); pushes live in [`upload`].
 
 mod auth;
+mod mirror;
+mod upload;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -24,6 +29,9 @@ use super::{check_blob_id, BlobBackend, BlobReader};
 use crate::config::RegistryConfig;
 use crate::error::{Result, StorageError};
 use auth::{Auth, Credential};
+pub use mirror::MirrorConfig;
+use mirror::Mirrors;
+pub use upload::RegistryUploader;
 
 /// Redirects followed in a row before giving up (a redirect loop).
 const MAX_REDIRECTS: usize = 5;
@@ -43,11 +51,28 @@ struct Registry {
     auth: Auth,
     /// Blob id → where the registry redirected us last time.
     redirects: Mutex<HashMap<String, Url>>,
+    /// Tried in order before the registry.
+    mirrors: Mirrors,
 }
 
 impl RegistryBackend {
     /// Check `cfg` and build the client. No request is sent yet.
     pub fn new(cfg: RegistryConfig) -> Result<Self> {
+        Self::with_mirrors(cfg, &[])
+    }
+
+    /// Like [`RegistryBackend::new`], reading through `mirrors` first.
+    pub fn with_mirrors(cfg: RegistryConfig, mirrors: &[MirrorConfig]) -> Result<Self> {
+        let mut reg = Registry::new(cfg, false)?;
+        reg.mirrors = Mirrors::new(mirrors, &reg.cfg.scheme, reg.cfg.repo.trim_matches('/'), reg.cfg.http.timeout)?;
+        Ok(Self { inner: Arc::new(reg) })
+    }
+}
+
+impl Registry {
+    /// Check `cfg` and build the client; `push` asks token servers for push
+    /// rights too.
+    fn new(cfg: RegistryConfig, push: bool) -> Result<Self> {
         let bad = |m: String| StorageError::BackendConfig(format!("registry: {m}"));
         if cfg.scheme != "http" && cfg.scheme != "https" {
             return Err(bad(format!("scheme {:?} must be \"http\" or \"https\"", cfg.scheme)));
@@ -65,8 +90,11 @@ impl RegistryBackend {
         let base = Url::parse(&format!("{}://{}/v2/{}/blobs/", cfg.scheme, cfg.host, repo))
             .map_err(|e| bad(format!("cannot form a URL from scheme, host and repo: {e}")))?;
         let http = HttpClient::new(&cfg.http)?;
-        let auth = Auth::new(cfg.auth.clone(), cfg.registry_token.clone(), repo);
-        Ok(Self { inner: Arc::new(Registry { base, cfg, http, auth, redirects: Mutex::new(HashMap::new()) }) })
+        let mut auth = Auth::new(cfg.auth.clone(), cfg.registry_token.clone(), repo);
+        if push {
+            auth = auth.with_default_scope(format!("repository:{repo}:push,pull"));
+        }
+        Ok(Registry { base, cfg, http, auth, redirects: Mutex::new(HashMap::new()), mirrors: Mirrors::default() })
     }
 }
 
@@ -147,6 +175,9 @@ impl RegistryBlob {
     /// One attempt at reading `buf.len()` bytes at `offset`.
     fn fetch(&self, buf: &mut [u8], offset: u64) -> Attempt<RangeRead> {
         let range = range_header(offset, buf.len() as u64);
+        if let Some(r) = self.read_from_mirrors(&range, buf, offset) {
+            return Ok(r);
+        }
         if let Some(target) = self.reg.cached_redirect(&self.blob_id) {
             match self.get_redirected(&target, &range, None, buf, offset) {
                 Err(Failure::Fatal(_)) => self.reg.forget_redirect(&self.blob_id),

@@ -1,11 +1,20 @@
 //! Typed configuration of backends and the blob cache.
 //!
-//! These are the resolved settings the storage layer works with; the daemon
-//! translates upstream's v1/v2 JSON/TOML files into them (and reports
-//! unknown keys and type errors with their key paths).
+//! These are the resolved settings the storage layer works with. Upstream's
+//! backend sections (`{"type": "registry", "config": {...}}` in v1 files,
+//! `[backend.registry]` in v2 files, `nydus-image --backend-config`) are
+//! turned into a [`BackendConfig`] by [`backend_from_json`] (or, for callers
+//! that report key paths of their own, [`resolve_backend_section`]); unknown
+//! keys come back as warnings and bad values as errors naming the key path.
+
+mod fields;
+mod http_sections;
+mod sections;
 
 use std::path::PathBuf;
 use std::time::Duration;
+
+pub use sections::{backend_from_json, resolve_backend_section, BackendSection, ConfigIssue};
 
 /// Where blobs come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,6 +24,13 @@ pub enum BackendConfig {
     /// Blobs are layers in an OCI distribution registry (needs the
     /// `backend-registry` feature to be opened).
     Registry(RegistryConfig),
+    /// Blobs are objects in an S3 bucket (feature `backend-s3`).
+    S3(S3Config),
+    /// Blobs are objects in an Aliyun OSS bucket (feature `backend-oss`).
+    Oss(OssConfig),
+    /// Blobs are served by a plain HTTP server, over TCP or a Unix socket
+    /// (feature `backend-http-proxy`).
+    HttpProxy(HttpProxyConfig),
 }
 
 /// A secret string (password, token, key). Its `Debug` output is redacted
@@ -96,6 +112,77 @@ pub struct RegistryConfig {
     /// Host to use for redirected blob URLs, when not empty.
     pub blob_redirected_host: String,
     /// Timeouts, retries and TLS.
+    pub http: HttpConfig,
+}
+
+/// An object store's access key pair. Both halves are kept as [`Secret`]s:
+/// upstream also strips the key id from configurations it shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessKey {
+    /// `access_key_id`.
+    pub id: Secret,
+    /// `access_key_secret`.
+    pub secret: Secret,
+}
+
+/// `{"type": "s3", "config": {...}}` (upstream `S3Config`). Objects are
+/// addressed path-style, `<scheme>://<endpoint>/<bucket>/<prefix><blob id>`,
+/// which AWS and every S3-compatible server (MinIO, moto, Ceph) accept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Config {
+    /// `http` or `https` (default `https`).
+    pub scheme: String,
+    /// `host[:port]` of the S3 service (default `s3.amazonaws.com`).
+    pub endpoint: String,
+    /// Region the requests are signed for, e.g. `us-east-1`.
+    pub region: String,
+    /// Bucket holding the blobs.
+    pub bucket_name: String,
+    /// Prepended to the blob id to form the object key, e.g. `nydus/`.
+    pub object_prefix: String,
+    /// `None`: anonymous (unsigned) requests, for public buckets.
+    pub credentials: Option<AccessKey>,
+    /// Timeouts, retries and TLS.
+    pub http: HttpConfig,
+}
+
+/// `{"type": "oss", "config": {...}}` (upstream `OssConfig`). Objects are
+/// addressed virtual-hosted style, `<scheme>://<bucket>.<endpoint>/<prefix><blob id>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OssConfig {
+    /// `http` or `https` (default `https`).
+    pub scheme: String,
+    /// `host[:port]` of the OSS region, e.g. `oss-cn-hangzhou.aliyuncs.com`.
+    pub endpoint: String,
+    /// Bucket holding the blobs.
+    pub bucket_name: String,
+    /// Prepended to the blob id to form the object key.
+    pub object_prefix: String,
+    /// `None`: anonymous requests, for public-read buckets.
+    pub credentials: Option<AccessKey>,
+    /// Timeouts, retries and TLS.
+    pub http: HttpConfig,
+}
+
+/// Where an HTTP proxy backend listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HttpProxyAddr {
+    /// `http://host:port` or `https://host:port` (no path: see [`HttpProxyConfig::path`]).
+    Url(String),
+    /// An absolute path of a Unix stream socket speaking HTTP/1.1.
+    UnixSocket(PathBuf),
+}
+
+/// `{"type": "http-proxy", "config": {...}}` (upstream `HttpProxyConfig`):
+/// blob `ID` is `GET {addr}{path}/ID` with `Range`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpProxyConfig {
+    /// The server.
+    pub addr: HttpProxyAddr,
+    /// Path prefix of the blobs, `""` or starting with `/` and without a
+    /// trailing `/`, e.g. `/namespace/repo/blobs`.
+    pub path: String,
+    /// Timeouts, retries and TLS (TLS settings only apply to `https`).
     pub http: HttpConfig,
 }
 
