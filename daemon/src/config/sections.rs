@@ -7,7 +7,9 @@
 //! same keys too; upstream uses one struct for both, and so do we.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
+use nydus_fs::config::FsConfig;
 use nydus_storage::config::{
     resolve_backend_section, BackendConfig, BackendSection, CacheConfig, CacheKind, PrefetchConfig,
 };
@@ -255,5 +257,37 @@ pub(super) fn warn_unsupported_switches(ctx: &mut Ctx, switches: &[(bool, &str)]
 pub(super) fn warn_external_backends(ctx: &mut Ctx, list: &[Value], key: &str) {
     if !list.is_empty() {
         ctx.warn(key, "external backends are not supported; ignored");
+    }
+}
+
+/// The kernel-cache settings of a filesystem: `entry_timeout` and
+/// `attr_timeout` (seconds) and `keep_cache`, top-level in v1 and under
+/// `rafs` in v2. Absent keys keep the defaults of [`FsConfig`].
+pub(super) struct KernelCache {
+    pub(super) entry: Option<f64>,
+    pub(super) attr: Option<f64>,
+    pub(super) keep: Option<bool>,
+}
+
+impl KernelCache {
+    /// Check the values; `section` is the key prefix ("" or "rafs").
+    pub(super) fn resolve(
+        self,
+        ctx: &Ctx,
+        section: &str,
+        defaults: &FsConfig,
+    ) -> Result<(Duration, Duration, bool), ConfigError> {
+        let secs =
+            |v: Option<f64>, key: &str, default: Duration| match v {
+                None => Ok(default),
+                Some(s) if s.is_finite() && (0.0..=u32::MAX as f64).contains(&s) => Ok(Duration::from_secs_f64(s)),
+                Some(s) => Err(ctx
+                    .invalid(&join(section, key), format_args!("{s} is not a number of seconds from 0 to 4294967295"))),
+            };
+        Ok((
+            secs(self.entry, "entry_timeout", defaults.entry_timeout)?,
+            secs(self.attr, "attr_timeout", defaults.attr_timeout)?,
+            self.keep.unwrap_or(defaults.keep_cache),
+        ))
     }
 }

@@ -16,7 +16,7 @@ use serde_json::Value;
 use super::parse::Ctx;
 use super::sections::{
     check_mode, resolve_backend, resolve_cache, resolve_prefetch, warn_external_backends, warn_unsupported_switches,
-    CacheInput, PrefetchInput, PrefetchKeys, DEFAULT_BATCH_SIZE, DEFAULT_PREFETCH_THREADS,
+    CacheInput, KernelCache, PrefetchInput, PrefetchKeys, DEFAULT_BATCH_SIZE, DEFAULT_PREFETCH_THREADS,
 };
 use super::{ConfigError, DaemonConfig};
 
@@ -42,6 +42,15 @@ struct RafsConfig {
     amplify_io: u64,
     #[serde(default)]
     fs_prefetch: FsPrefetch,
+    /// Seconds the kernel may cache lookups (ours; upstream fixes it).
+    #[serde(default)]
+    entry_timeout: Option<f64>,
+    /// Seconds the kernel may cache attributes (ours).
+    #[serde(default)]
+    attr_timeout: Option<f64>,
+    /// Keep file pages in the kernel's cache across opens (ours).
+    #[serde(default)]
+    keep_cache: Option<bool>,
 }
 
 /// `device` (upstream `FactoryConfig`).
@@ -179,11 +188,16 @@ pub(super) fn load(ctx: &mut Ctx, doc: Value) -> Result<DaemonConfig, ConfigErro
     warn_external_backends(ctx, &device.external_backends, "device.external_backends");
 
     let defaults = FsConfig::default();
+    let times = KernelCache { entry: raw.entry_timeout, attr: raw.attr_timeout, keep: raw.keep_cache };
+    let (entry_timeout, attr_timeout, keep_cache) = times.resolve(ctx, "", &defaults)?;
     let fs = FsConfig {
         mode: raw.mode,
         digest_validate,
         iostats_files: raw.iostats_files,
         enable_xattr: raw.enable_xattr.unwrap_or(defaults.enable_xattr),
+        entry_timeout,
+        attr_timeout,
+        keep_cache,
         prefetch,
         ..defaults
     };

@@ -23,7 +23,8 @@ use serde_json::Value;
 use super::parse::Ctx;
 use super::sections::{
     check_mode, resolve_backend, resolve_cache, resolve_prefetch, warn_external_backends, warn_unsupported_switches,
-    CacheInput, FileCacheSection, PrefetchInput, PrefetchKeys, DEFAULT_BATCH_SIZE, DEFAULT_PREFETCH_THREADS,
+    CacheInput, FileCacheSection, KernelCache, PrefetchInput, PrefetchKeys, DEFAULT_BATCH_SIZE,
+    DEFAULT_PREFETCH_THREADS,
 };
 use super::{ConfigError, DaemonConfig};
 
@@ -101,6 +102,15 @@ struct RafsV2 {
     latest_read_files: bool,
     #[serde(default)]
     prefetch: PrefetchV2,
+    /// Seconds the kernel may cache lookups (ours; upstream fixes it).
+    #[serde(default)]
+    entry_timeout: Option<f64>,
+    /// Seconds the kernel may cache attributes (ours).
+    #[serde(default)]
+    attr_timeout: Option<f64>,
+    /// Keep file pages in the kernel's cache across opens (ours).
+    #[serde(default)]
+    keep_cache: Option<bool>,
 }
 
 impl Default for RafsV2 {
@@ -114,6 +124,9 @@ impl Default for RafsV2 {
             access_pattern: false,
             latest_read_files: false,
             prefetch: PrefetchV2::default(),
+            entry_timeout: None,
+            attr_timeout: None,
+            keep_cache: None,
         }
     }
 }
@@ -241,11 +254,16 @@ pub(super) fn load(ctx: &mut Ctx, doc: Value) -> Result<DaemonConfig, ConfigErro
     warn_external_backends(ctx, &raw.external_backends, "external_backends");
 
     let defaults = FsConfig::default();
+    let times = KernelCache { entry: rafs.entry_timeout, attr: rafs.attr_timeout, keep: rafs.keep_cache };
+    let (entry_timeout, attr_timeout, keep_cache) = times.resolve(ctx, "rafs", &defaults)?;
     let fs = FsConfig {
         mode: rafs.mode,
         digest_validate,
         iostats_files: rafs.iostats_files,
         enable_xattr: rafs.enable_xattr.unwrap_or(defaults.enable_xattr),
+        entry_timeout,
+        attr_timeout,
+        keep_cache,
         prefetch,
         ..defaults
     };
