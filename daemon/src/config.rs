@@ -153,6 +153,6 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
 }
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod kernel_cache_tests;
+#[cfg(test)]
+mod tests;
