@@ -20,6 +20,13 @@ pub struct BlobFile {
 impl BlobFile {
     /// Open `path` as the blob described by `info` and load its ci array.
     pub fn open(path: &Path, info: &BlobInfo) -> Result<Self> {
+        Self::open_located(path, info, None)
+    }
+
+    /// [`BlobFile::open`], with the chunk locations given (`known`) instead
+    /// of read from the blob: for blobs without a ci array (RAFS v5 images),
+    /// whose bootstrap records where every chunk is.
+    pub fn open_located(path: &Path, info: &BlobInfo, known: Option<Vec<ChunkLocation>>) -> Result<Self> {
         info.data_supported().map_err(|m| BuildError::Invalid(format!("{}: {m}", path.display())))?;
         let file = File::open(path).map_err(|e| BuildError::io(path, e))?;
         let len = file.metadata().map_err(|e| BuildError::io(path, e))?.len();
@@ -30,6 +37,12 @@ impl BlobFile {
                 info.compressed_size,
                 info.blob_id
             )));
+        }
+        if let Some(locs) = known {
+            if let Some(i) = locs.iter().position(|l| l.compressed_offset + l.compressed_size as u64 > len) {
+                return Err(BuildError::Invalid(format!("{}: chunk {i} lies outside the blob", path.display())));
+            }
+            return Ok(Self { file, path: path.into(), info: info.clone(), locs });
         }
         let d = info.ci_descriptor();
         let n =
@@ -87,6 +100,7 @@ impl BlobSet {
     /// or from `blob_dir/<blob id>`.
     pub fn open<B: AsRef<[u8]>>(boot: &Bootstrap<B>, blob: Option<&Path>, blob_dir: Option<&Path>) -> Result<Self> {
         let mut blobs = Vec::new();
+        let records = boot.chunk_records().map_err(|e| BuildError::Invalid(e.to_string()))?;
         for info in &boot.blobs {
             let path = match (blob, blob_dir) {
                 (Some(b), _) if boot.blobs.len() == 1 => b.to_path_buf(),
@@ -106,7 +120,21 @@ impl BlobSet {
             if !path.exists() {
                 return Err(BuildError::Invalid(format!("blob {} not found at {}", info.blob_id, path.display())));
             }
-            blobs.push(BlobFile::open(&path, info)?);
+            let known = (info.ci_uncompressed_size == 0).then(|| {
+                let mut locs = vec![ChunkLocation::default(); info.chunk_count as usize];
+                for r in records.iter().filter(|r| r.blob_index == info.blob_index) {
+                    if let Some(l) = locs.get_mut(r.index as usize) {
+                        *l = ChunkLocation {
+                            compressed_offset: r.compressed_offset,
+                            compressed_size: r.compressed_size,
+                            uncompressed_offset: r.uncompressed_offset,
+                            uncompressed_size: r.uncompressed_size,
+                        };
+                    }
+                }
+                locs
+            });
+            blobs.push(BlobFile::open_located(&path, info, known)?);
         }
         Ok(Self { blobs })
     }

@@ -3,9 +3,11 @@
 //!
 //! Steps: load the parent (if any) as the lower tree; walk the source into
 //! an upper tree; chunk the upper layer's files into the new blob,
-//! deduplicated against every chunk of the parent; merge the upper tree onto
+//! deduplicated against every chunk of the parent and of the chunk
+//! dictionary; merge the upper tree onto
 //! the lower one (whiteouts, spec §6.3); flatten and write the bootstrap,
-//! whose blob table is the parent's followed by the new blob.
+//! whose blob table is the parent's, then the chunk dictionary's blobs the
+//! layer references (`--chunk-dict`), then the new blob.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
@@ -17,6 +19,7 @@ use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
 use crate::blob::{chunk_stream, write_chunks, BlobSink, ChunkOptions, Dedup, Feeder};
+use crate::chunkdict::load_chunk_dict;
 use crate::dirwalk::walk;
 use crate::error::{BuildError, Result};
 use crate::parent::{load_parent, Parent};
@@ -56,6 +59,8 @@ pub struct CreateOptions {
     pub whiteout: WhiteoutSpec,
     /// Bootstrap of the lower layers this build goes on top of.
     pub parent_bootstrap: Option<PathBuf>,
+    /// Bootstrap whose chunks are referenced instead of stored again.
+    pub chunk_dict: Option<PathBuf>,
 }
 
 /// What a build produced (also the `--output-json` document).
@@ -165,7 +170,11 @@ pub fn create(opts: &CreateOptions, progress: &(dyn Fn(u64, u64, u64) + Sync)) -
         Some(p) => (p.chunks.clone(), p.blobs.clone(), p.blobs.len() as u32),
         None => (Default::default(), Vec::new(), 0),
     };
-    let dedup = Dedup { known: dedup_known, blob_index };
+    let dict = opts.chunk_dict.as_deref().map(|p| load_chunk_dict(p, &opts.chunk)).transpose()?;
+    let mut dedup = Dedup { known: dedup_known, blob_index };
+    if let Some(d) = &dict {
+        dedup.blob_index += d.add_known(&blobs, &mut dedup.known);
+    }
     let (mut upper, out, blob, stats) = match opts.source_type {
         SourceType::Dir => {
             let mut upper = walk(&opts.source, whiteout)?;
@@ -231,6 +240,11 @@ pub fn create(opts: &CreateOptions, progress: &(dyn Fn(u64, u64, u64) + Sync)) -
             (upper, if scratch { BlobOut::None } else { out }, blob, stats)
         }
     };
+    // The dictionary blobs the layer uses join the table; the own blob follows them.
+    let own_index = match &dict {
+        Some(d) => d.settle(&mut upper, &mut blobs, dedup.blob_index),
+        None => dedup.blob_index,
+    };
     let mut new_blob = false;
     if let Some((mut spec, _)) = blob {
         if let Some(o) = &opts.blob_id {
@@ -240,12 +254,12 @@ pub fn create(opts: &CreateOptions, progress: &(dyn Fn(u64, u64, u64) + Sync)) -
             // Byte-identical to a parent blob (same SHA-256, e.g. data deleted
             // by one layer and added again by this one): its chunks are that
             // blob's chunks, at the same places.
-            Some(i) if opts.blob_id.is_none() && blobs[i] == spec => remap_blob(&mut upper, dedup.blob_index, i as u32),
+            Some(i) if opts.blob_id.is_none() && blobs[i] == spec => remap_blob(&mut upper, own_index, i as u32),
             Some(_) => {
                 return Err(BuildError::Invalid(format!(
-                    "blob id {} is already used by the parent bootstrap; choose another --blob-id",
-                    spec.blob_id
-                )))
+                "blob id {} is already used by the parent bootstrap or the chunk dictionary; choose another --blob-id",
+                spec.blob_id
+            )))
             }
             None => {
                 blobs.push(spec);

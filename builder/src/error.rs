@@ -49,6 +49,14 @@ pub enum BuildError {
         /// What does not match, and how to fix it.
         reason: String,
     },
+    /// A chunk dictionary cannot be used by this build.
+    #[error("chunk dictionary {}: {reason}", path.display())]
+    ChunkDict {
+        /// The dictionary bootstrap.
+        path: PathBuf,
+        /// What does not match, and how to fix it.
+        reason: String,
+    },
     /// Invalid arguments or options.
     #[error("{0}")]
     Invalid(String),

@@ -24,7 +24,7 @@ pub fn load(path: &Path) -> Result<Bootstrap<Vec<u8>>> {
         )));
     }
     let data = std::fs::read(path).map_err(|e| BuildError::io(path, e))?;
-    Bootstrap::parse(data).map_err(|e| BuildError::format(path, e))
+    nydus_format::v5::load(data).map_err(|e| BuildError::format(path, e))
 }
 
 /// Path bytes for display.

@@ -1,4 +1,5 @@
-//! `check`, `stat` and `inspect`: validating and describing an image.
+//! `check` and `inspect`: validating and describing an image (`stat` is in
+//! [`crate::stat`]).
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -12,6 +13,7 @@ use serde_json::{json, Value};
 use crate::blobfile::BlobSet;
 use crate::error::{BuildError, Result};
 use crate::image::show;
+pub use crate::stat::{stat, BlobStat, StatReport};
 
 /// One blob as reported by check/stat.
 #[derive(Debug, Serialize)]
@@ -201,80 +203,6 @@ pub fn check<B: AsRef<[u8]>>(
         blobs: blob_reports(boot),
         chunks_verified: verified,
     })
-}
-
-/// Result of `stat`.
-#[derive(Debug, Default, Serialize)]
-pub struct StatReport {
-    /// Regular file inodes.
-    pub files: u64,
-    /// Directories.
-    pub dirs: u64,
-    /// Symlinks.
-    pub symlinks: u64,
-    /// Devices, fifos, sockets.
-    pub specials: u64,
-    /// Extra hard-link names.
-    pub hardlinks: u64,
-    /// Bytes of regular files (each inode once).
-    pub file_bytes: u64,
-    /// Chunk references.
-    pub chunk_refs: u64,
-    /// Distinct chunks referenced.
-    pub unique_chunks: u64,
-    /// Plain bytes of distinct chunks.
-    pub unique_chunk_bytes: u64,
-    /// Stored bytes of distinct chunks.
-    pub stored_chunk_bytes: u64,
-    /// file_bytes / unique_chunk_bytes.
-    pub dedup_ratio: f64,
-    /// unique_chunk_bytes / stored_chunk_bytes.
-    pub compression_ratio: f64,
-    /// Bootstrap size.
-    pub bootstrap_size: u64,
-    /// Total of blob sizes.
-    pub blob_bytes: u64,
-}
-
-/// Compute statistics.
-pub fn stat<B: AsRef<[u8]>>(boot: &Bootstrap<B>) -> std::result::Result<StatReport, FormatError> {
-    let mut s = StatReport { bootstrap_size: boot.bytes().len() as u64, ..Default::default() };
-    let mut seen = HashSet::new();
-    let mut chunks = HashSet::new();
-    boot.walk(|p, _e, ino| {
-        if p == b"/" {
-            return Ok(());
-        }
-        if !seen.insert(ino.nid) {
-            s.hardlinks += 1;
-            return Ok(());
-        }
-        match ino.kind() {
-            ifmt::S_IFREG => {
-                s.files += 1;
-                s.file_bytes += ino.size;
-                for c in boot.chunks(ino)? {
-                    s.chunk_refs += 1;
-                    if chunks.insert((c.blob_index, c.ci_index)) {
-                        let r = boot.chunk_info(&c)?;
-                        s.unique_chunks += 1;
-                        s.unique_chunk_bytes += r.uncompressed_size as u64;
-                        s.stored_chunk_bytes += r.compressed_size as u64;
-                    }
-                }
-            }
-            ifmt::S_IFDIR => s.dirs += 1,
-            ifmt::S_IFLNK => s.symlinks += 1,
-            _ => s.specials += 1,
-        }
-        Ok(())
-    })?;
-    s.dirs += 1;
-    s.blob_bytes = boot.blobs.iter().map(|b| b.compressed_size).sum();
-    let ratio = |a: u64, b: u64| if b == 0 { 1.0 } else { a as f64 / b as f64 };
-    s.dedup_ratio = ratio(s.file_bytes, s.unique_chunk_bytes);
-    s.compression_ratio = ratio(s.unique_chunk_bytes, s.stored_chunk_bytes);
-    Ok(s)
 }
 
 /// State of an interactive inspect session.

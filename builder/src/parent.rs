@@ -33,9 +33,18 @@ pub fn load_parent(path: &Path, opts: &ChunkOptions) -> Result<Parent> {
     let boot = load(path)?;
     check_compatible(path, &boot, opts)?;
     let fmt = |e: FormatError| BuildError::format(path, e);
-    let blobs = boot.blobs.iter().map(|b| blob_spec(path, b)).collect::<Result<Vec<_>>>()?;
+    let blobs =
+        boot.blobs.iter().map(|b| blob_spec(b).map_err(|m| incompatible(path, m))).collect::<Result<Vec<_>>>()?;
+    let chunks = chunk_map(&boot).map_err(fmt)?;
+    let tree = load_tree(&boot).map_err(fmt)?;
+    Ok(Parent { tree, blobs, chunks })
+}
+
+/// Every chunk `boot` references, by digest; of equal chunks in several
+/// blobs, the one with the lowest blob index.
+pub(crate) fn chunk_map<B: AsRef<[u8]>>(boot: &Bootstrap<B>) -> nydus_format::Result<HashMap<Digest, ChunkSpec>> {
     let mut chunks: HashMap<Digest, ChunkSpec> = HashMap::new();
-    for r in boot.chunk_records().map_err(fmt)? {
+    for r in boot.chunk_records()? {
         let c = ChunkSpec {
             blob_index: r.blob_index,
             ci_index: r.index,
@@ -57,8 +66,7 @@ pub fn load_parent(path: &Path, opts: &ChunkOptions) -> Result<Parent> {
             })
             .or_insert(c);
     }
-    let tree = load_tree(&boot).map_err(fmt)?;
-    Ok(Parent { tree, blobs, chunks })
+    Ok(chunks)
 }
 
 fn check_compatible(path: &Path, boot: &Bootstrap<Vec<u8>>, opts: &ChunkOptions) -> Result<()> {
@@ -92,10 +100,11 @@ fn check_compatible(path: &Path, boot: &Bootstrap<Vec<u8>>, opts: &ChunkOptions)
     Ok(())
 }
 
-fn blob_spec(path: &Path, b: &BlobInfo) -> Result<BlobSpec> {
-    let ci_compressor = Compressor::from_id(b.ci_compressor).ok_or_else(|| {
-        incompatible(path, format!("blob {} has an unknown chunk-table compressor {}", b.blob_id, b.ci_compressor))
-    })?;
+/// The writer's description of blob `b` of an image; an error names what
+/// cannot be carried over.
+pub(crate) fn blob_spec(b: &BlobInfo) -> std::result::Result<BlobSpec, String> {
+    let ci_compressor = Compressor::from_id(b.ci_compressor)
+        .ok_or_else(|| format!("blob {} has an unknown chunk-table compressor {}", b.blob_id, b.ci_compressor))?;
     Ok(BlobSpec {
         blob_id: b.blob_id.clone(),
         chunk_count: b.chunk_count,
@@ -132,7 +141,7 @@ fn chunk_spec<B: AsRef<[u8]>>(
 }
 
 /// The image's tree; non-directories sharing a nid share an inode.
-fn load_tree<B: AsRef<[u8]>>(boot: &Bootstrap<B>) -> nydus_format::Result<Tree> {
+pub(crate) fn load_tree<B: AsRef<[u8]>>(boot: &Bootstrap<B>) -> nydus_format::Result<Tree> {
     let mut tree: Option<Tree> = None;
     // Directory path → entry; the root's children have the parent path "".
     let mut dirs: HashMap<Vec<u8>, usize> = HashMap::new();

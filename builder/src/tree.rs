@@ -251,6 +251,62 @@ impl Tree {
     }
 }
 
+impl Tree {
+    /// Turn whiteout *entries* of a layer loaded from a bootstrap (built
+    /// with `--whiteout-spec none`, so its whiteouts are ordinary entries)
+    /// into recorded whiteouts and opaque flags per `spec`, as a directory
+    /// walk of the layer would have recorded them. Returns how many entries
+    /// were whiteouts or opaque markers.
+    pub fn take_whiteouts(&mut self, spec: WhiteoutSpec) -> u64 {
+        let mut n = 0;
+        let mut stack = vec![0usize];
+        while let Some(d) = stack.pop() {
+            if spec == WhiteoutSpec::Overlayfs && self.take_overlay_opaque(d) {
+                self.entries[d].opaque = true;
+                n += 1;
+            }
+            let children: Vec<(Vec<u8>, usize)> =
+                self.entries[d].children.iter().map(|(k, v)| (k.clone(), *v)).collect();
+            for (name, c) in children {
+                let meta = &self.inode_of(c).meta;
+                let kind = match spec {
+                    WhiteoutSpec::Oci if name == OCI_OPAQUE => Some(None),
+                    WhiteoutSpec::Oci => name.strip_prefix(OCI_WHITEOUT_PREFIX).map(|t| Some(t.to_vec())),
+                    WhiteoutSpec::Overlayfs
+                        if meta.mode & libc_ifmt::S_IFMT == libc_ifmt::S_IFCHR && meta.rdev == (0, 0) =>
+                    {
+                        Some(Some(name.clone()))
+                    }
+                    _ => None,
+                };
+                match kind {
+                    Some(target) => {
+                        n += 1;
+                        self.entries[d].children.remove(&name);
+                        match target {
+                            None => self.entries[d].opaque = true,
+                            Some(t) if !t.is_empty() => self.entries[d].whiteouts.push(t),
+                            Some(_) => {}
+                        }
+                    }
+                    None if self.inode_of(c).is_dir() => stack.push(c),
+                    None => {}
+                }
+            }
+        }
+        n
+    }
+
+    /// Remove `trusted.overlay.opaque=y` from directory entry `d`'s inode;
+    /// whether it was set.
+    fn take_overlay_opaque(&mut self, d: usize) -> bool {
+        let x = &mut self.inodes[self.entries[d].inode].meta.xattrs;
+        let before = x.len();
+        x.retain(|(k, v)| !(k == OVERLAY_OPAQUE_XATTR && v == b"y"));
+        x.len() != before
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -321,5 +377,26 @@ mod tests {
         assert_eq!(nodes[2].link_to, Some(1));
         assert_eq!(nodes[2].ino, nodes[1].ino);
         assert_eq!(nodes[0].children, [1, 2]);
+    }
+
+    #[test]
+    fn whiteout_entries_become_whiteouts() {
+        let mut t = Tree::new(dir());
+        let a = t.add(0, b"a".to_vec(), dir());
+        t.add(a, b".wh..wh..opq".to_vec(), file(0));
+        t.add(a, b"keep".to_vec(), file(1));
+        t.add(0, b".wh.gone".to_vec(), file(0));
+        let mut chr = file(0);
+        chr.meta.mode = libc_ifmt::S_IFCHR;
+        t.add(0, b"dev".to_vec(), chr.clone());
+        let mut oci = t.clone();
+        assert_eq!(oci.take_whiteouts(WhiteoutSpec::Oci), 2);
+        assert_eq!(names(&oci), ["a", "dev", "a/keep"]);
+        assert!(oci.entries[a].opaque);
+        assert_eq!(oci.entries[0].whiteouts, [b"gone".to_vec()]);
+        let mut ovl = t.clone();
+        assert_eq!(ovl.take_whiteouts(WhiteoutSpec::Overlayfs), 1);
+        assert_eq!(ovl.entries[0].whiteouts, [b"dev".to_vec()]);
+        assert_eq!(t.clone().take_whiteouts(WhiteoutSpec::None), 0);
     }
 }

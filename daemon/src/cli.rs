@@ -17,19 +17,31 @@ pub struct Args {
     /// Configuration file: upstream's v1 JSON or v2 JSON/TOML (see docs/nydusd-config.md).
     #[arg(short = 'C', long)]
     pub config: Option<PathBuf>,
-    /// Where to mount the image.
+    /// Where to mount the daemon's filesystem.
     #[arg(short = 'M', long)]
     pub mountpoint: PathBuf,
-    /// The image's bootstrap (RAFS metadata).
+    /// The image's bootstrap (RAFS metadata), served at the root of the mountpoint.
+    /// Without it the mountpoint starts empty and images are mounted at sub-paths
+    /// through the API (`--apisock`).
     #[arg(short = 'B', long)]
-    pub bootstrap: PathBuf,
+    pub bootstrap: Option<PathBuf>,
     /// Without --config: serve blobs from this directory and cache in it.
     #[arg(short = 'D', long)]
     pub localfs_dir: Option<PathBuf>,
-    /// Unix socket of the control API (not available in this build yet:
-    /// accepted so existing scripts keep working).
+    /// Unix socket of the control API (created with mode 0600, removed on exit; see
+    /// docs/nydusd-api.md).
     #[arg(short = 'A', long)]
     pub apisock: Option<PathBuf>,
+    /// Also serve `GET /metrics` (Prometheus text) over TCP at this address, e.g.
+    /// 127.0.0.1:9110.
+    #[arg(long)]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Image builds (`POST /api/v1/build`) run at the same time at most; each uses one core.
+    #[arg(long, default_value_t = 1)]
+    pub build_workers: usize,
+    /// Supervisor socket (reported in the daemon info; kept for compatibility).
+    #[arg(long)]
+    pub supervisor: Option<String>,
     /// FUSE worker threads.
     #[arg(short = 'T', long = "thread-num", visible_alias = "fuse-threads", default_value_t = 4)]
     pub thread_num: usize,

@@ -1,28 +1,44 @@
-//! `nydusd`: serve a RAFS image over FUSE with a lazy, persistent blob cache.
+//! `nydusd`: serve RAFS images over FUSE with a lazy, persistent blob cache, controlled
+//! through an HTTP API on a Unix socket.
 
+mod builds;
 mod channel;
 mod cli;
 mod config;
+mod handler;
+mod logging;
+mod metrics;
+mod mounts;
+mod notify;
+#[allow(dead_code)] // until the API server serves `GET /metrics`
+mod prometheus;
+mod redact;
 mod server;
+mod state;
 
+use std::collections::VecDeque;
 use std::io::IsTerminal;
 use std::process::ExitCode;
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 
 use anyhow::{bail, Context, Result};
-use nydus_format::Bootstrap;
-use nydus_fs::{Rafs, RafsFs};
-use nydus_storage::{new_backend, BlobCacheManager, Prefetcher};
+use fuse_backend_rs::api::{Vfs, VfsOptions};
+use nydus_api::ApiHandler;
 
+use mounts::Mounts;
 use server::{Event, Mounted};
+use state::MountState;
 
 fn main() -> ExitCode {
     let args = cli::parse();
-    if let Err(e) = init_logging(&args) {
-        eprintln!("error: {e:#}");
-        return ExitCode::from(2);
-    }
-    match run(args) {
+    let log = match logging::init(&args.log_level, args.log_file.as_deref()) {
+        Ok(l) => Arc::new(l),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(args, log) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -34,35 +50,6 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(args: &cli::Args) -> Result<()> {
-    // fuse-backend-rs logs multi-line session details at info; keep them
-    // for debug/trace runs only.
-    let spec = match args.log_level.as_str() {
-        "info" | "warn" | "error" => format!("{},fuse_backend_rs=warn", args.log_level),
-        other => other.to_string(),
-    };
-    let filter = tracing_subscriber::EnvFilter::try_new(&spec)
-        .with_context(|| format!("invalid --log-level {:?} (use trace, debug, info, warn or error)", args.log_level))?;
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
-    match &args.log_file {
-        Some(p) => {
-            let f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)
-                .with_context(|| format!("cannot open log file {}", p.display()))?;
-            b.with_ansi(false).with_writer(std::sync::Mutex::new(f)).init();
-        }
-        None => b.with_ansi(std::io::stderr().is_terminal()).with_writer(std::io::stderr).init(),
-    }
-    Ok(())
-}
-
-fn load_bootstrap(path: &std::path::Path) -> Result<Bootstrap<Vec<u8>>> {
-    let data = std::fs::read(path).with_context(|| format!("cannot read bootstrap {}", path.display()))?;
-    Bootstrap::parse(data).with_context(|| format!("invalid bootstrap {}", path.display()))
-}
-
 fn prefetch_paths(args: &cli::Args) -> Result<Vec<String>> {
     let Some(p) = &args.prefetch_files else {
         return Ok(Vec::new());
@@ -71,34 +58,101 @@ fn prefetch_paths(args: &cli::Args) -> Result<Vec<String>> {
     Ok(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from).collect())
 }
 
-fn run(args: cli::Args) -> Result<()> {
-    let cfg = match (&args.config, &args.localfs_dir) {
+/// The configuration given on the command line, with its text (kept in the mount state).
+fn startup_config(args: &cli::Args) -> Result<Option<(config::DaemonConfig, String)>> {
+    Ok(match (&args.config, &args.localfs_dir) {
         (Some(c), _) => {
             let (cfg, warnings) = config::load_file(c)?;
             for w in warnings {
                 tracing::warn!("{w}");
             }
-            cfg
+            let text = std::fs::read_to_string(c).with_context(|| format!("cannot read {}", c.display()))?;
+            Some((cfg, text))
         }
-        (None, Some(d)) => config::localfs_dir_config(d),
-        (None, None) => {
-            bail!("no configuration: pass --config FILE, or --localfs-dir DIR for blobs in a local directory")
+        (None, Some(d)) => {
+            let dir = d.display().to_string();
+            let text = serde_json::json!({
+                "device": {
+                    "backend": {"type": "localfs", "config": {"dir": dir}},
+                    "cache": {"type": "blobcache", "config": {"work_dir": dir}},
+                },
+                "mode": "direct",
+                "digest_validate": false,
+            })
+            .to_string();
+            Some((config::localfs_dir_config(d), text))
         }
-    };
-    if args.apisock.is_some() {
-        tracing::warn!("the control API is not part of this build yet; --apisock is ignored");
+        (None, None) => None,
+    })
+}
+
+fn vfs_options(keep_cache: bool) -> VfsOptions {
+    let mut o = VfsOptions::default();
+    // Read-only images: no write-back cache; the kernel may skip open/opendir (ENOSYS)
+    // as RafsFs does on its own.
+    o.no_writeback = true;
+    o.no_open = keep_cache;
+    o.no_opendir = keep_cache;
+    o.out_opts = nydus_fs::fuse::FS_OPTIONS;
+    o
+}
+
+fn run(args: cli::Args, log: Arc<logging::LogControl>) -> Result<()> {
+    let startup = startup_config(&args)?;
+    if args.bootstrap.is_some() && startup.is_none() {
+        bail!("no configuration: pass --config FILE, or --localfs-dir DIR for blobs in a local directory")
     }
-    let id = args.id.clone().or(cfg.id.clone()).unwrap_or_else(|| "nydusd".into());
-    let paths = prefetch_paths(&args)?;
-    let boot = load_bootstrap(&args.bootstrap)?;
+    if args.bootstrap.is_none() && args.apisock.is_none() {
+        bail!("nothing to serve: pass --bootstrap FILE, or --apisock PATH to mount images through the API")
+    }
+    let id = args.id.clone().or(startup.as_ref().and_then(|c| c.0.id.clone())).unwrap_or_else(|| "nydusd".into());
+    // Claim the API socket first: a second daemon on the same socket fails before mounting.
+    let api_socket = match &args.apisock {
+        Some(p) => Some(nydus_api::server::bind_unix(p)?),
+        None => None,
+    };
+    let metrics_listener = match args.metrics_addr {
+        Some(a) => Some(std::net::TcpListener::bind(a).with_context(|| format!("cannot listen on {a}"))?),
+        None => None,
+    };
     server::clean_stale_mountpoint(&args.mountpoint)?;
-    let backend = new_backend(&cfg.backend).context("cannot set up the storage backend")?;
-    let cache = BlobCacheManager::new(cfg.cache.clone(), backend).context("cannot set up the blob cache")?;
-    let rafs = Arc::new(Rafs::new(boot, &cache, cfg.fs.clone()).context("cannot open the image's blobs")?);
+    let keep_cache = startup.as_ref().is_none_or(|c| c.0.fs.keep_cache);
+    let mut vfs = Vfs::new(vfs_options(keep_cache));
+    vfs.set_remove_pseudo_root();
+    let vfs = Arc::new(vfs);
+    let mounts = Arc::new(Mounts::new(vfs.clone()));
+    if let (Some(b), Some((cfg, text))) = (&args.bootstrap, &startup) {
+        let state = MountState {
+            source: b.display().to_string(),
+            fs_type: "rafs".into(),
+            config: text.clone(),
+            prefetch_files: prefetch_paths(&args)?,
+        };
+        let loaded = mounts.load(&state, Some(cfg.clone())).map_err(|e| anyhow::anyhow!("{e}"))?;
+        mounts.mount("/", state, loaded).map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
     let (tx, rx) = mpsc::channel();
-    let mounted = Mounted::start(RafsFs::new(rafs.clone()), &args.mountpoint, args.thread_num, tx.clone())?;
-    tracing::info!(id = %id, mountpoint = %args.mountpoint.display(), bootstrap = %args.bootstrap.display(), blobs = rafs.blobs().len(), "image mounted");
-    let prefetcher = start_prefetch(&rafs, &cfg.fs.prefetch, &paths);
+    let mounted = Mounted::start(vfs, &args.mountpoint, args.thread_num, tx.clone())?;
+    match mounted.notifier() {
+        Ok(n) => mounts.set_notifier(n),
+        Err(e) => tracing::warn!(error = %e, "kernel cache invalidation unavailable; remounts may show stale names"),
+    }
+    tracing::info!(id = %id, mountpoint = %args.mountpoint.display(), "nydusd ready");
+    let api = match api_socket {
+        Some((listener, guard)) => {
+            let handler = Arc::new(handler::Handler {
+                id: id.clone(),
+                supervisor: args.supervisor.clone(),
+                mounts: mounts.clone(),
+                log: log.clone(),
+                events: Mutex::new(tx.clone()),
+                builds: builds::BuildPool::new(args.build_workers)?,
+                errors: Mutex::new((0, VecDeque::new())),
+            });
+            Some((ApiThread::start(listener, metrics_listener, handler)?, guard))
+        }
+        None => None,
+    };
     let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?;
     let handle = signals.handle();
     std::thread::spawn(move || {
@@ -108,37 +162,63 @@ fn run(args: cli::Args) -> Result<()> {
     });
     match rx.recv() {
         Ok(Event::Signal(sig)) => tracing::info!(signal = sig, "signal received; unmounting"),
+        Ok(Event::Exit) => {
+            tracing::info!("exiting as requested through the API; unmounting");
+            // Let the API answer the exit request before its runtime stops.
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
         Ok(Event::WorkerExit) | Err(_) => tracing::info!("filesystem unmounted; exiting"),
     }
     handle.close();
-    if let Some(p) = prefetcher {
-        p.stop();
+    if let Some((t, guard)) = api {
+        t.stop();
+        drop(guard);
     }
     mounted.stop()?;
+    drop(mounts);
     tracing::info!("exited cleanly");
     Ok(())
 }
 
-fn start_prefetch(rafs: &Arc<Rafs>, cfg: &nydus_storage::PrefetchConfig, paths: &[String]) -> Option<Prefetcher> {
-    if !cfg.enable && paths.is_empty() {
-        return None;
+/// The API server's runtime thread.
+struct ApiThread {
+    stop: tokio::sync::watch::Sender<bool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl ApiThread {
+    fn start(
+        listener: std::os::unix::net::UnixListener,
+        metrics: Option<std::net::TcpListener>,
+        handler: Arc<handler::Handler>,
+    ) -> Result<Self> {
+        // One small runtime: the API is light; handlers run on its blocking pool.
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .max_blocking_threads(32)
+            .thread_name("api")
+            .enable_all()
+            .build()
+            .context("cannot start the API runtime")?;
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        let thread = std::thread::Builder::new().name("api".into()).spawn(move || {
+            let h: Arc<dyn ApiHandler> = handler;
+            rt.block_on(async {
+                let tcp = metrics.map(|l| tokio::spawn(nydus_api::server::serve_tcp(l, h.clone(), rx.clone())));
+                if let Err(e) = nydus_api::server::serve_unix(listener, h, rx).await {
+                    tracing::error!(error = %e, "API server stopped");
+                }
+                if let Some(t) = tcp {
+                    let _ = t.await;
+                }
+            });
+            rt.shutdown_timeout(std::time::Duration::from_secs(1));
+        })?;
+        Ok(Self { stop, thread })
     }
-    let per_blob: Vec<Vec<u32>> = if cfg.prefetch_all {
-        rafs.blobs().iter().map(|b| (0..b.chunk_count()).collect()).collect()
-    } else {
-        match rafs.prefetch_chunks(paths) {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::warn!(error = %e, "prefetch list could not be resolved; prefetch disabled");
-                return None;
-            }
-        }
-    };
-    let p = Prefetcher::new(cfg);
-    for (blob, cis) in rafs.blobs().iter().zip(per_blob) {
-        if !cis.is_empty() {
-            p.submit(blob.clone(), cis);
-        }
+
+    fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.thread.join();
     }
-    Some(p)
 }

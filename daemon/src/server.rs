@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use fuse_backend_rs::api::server::Server;
+use fuse_backend_rs::api::Vfs;
 use fuse_backend_rs::transport::FuseSession;
-use nydus_fs::RafsFs;
 
 use crate::channel::BlockingChannel;
+use crate::notify::Notifier;
 
 /// Events that end the daemon's wait.
 pub enum Event {
@@ -22,6 +23,8 @@ pub enum Event {
     Signal(i32),
     /// A worker stopped (the filesystem was unmounted from outside).
     WorkerExit,
+    /// `PUT /api/v1/daemon/exit`.
+    Exit,
 }
 
 /// Detect a mountpoint left behind by a crashed daemon ("Transport endpoint
@@ -66,7 +69,7 @@ pub struct Mounted {
 
 impl Mounted {
     /// Mount `fs` at `mp` and start `threads` workers; each reports its exit on `events`.
-    pub fn start(fs: RafsFs, mp: &Path, threads: usize, events: Sender<Event>) -> Result<Self> {
+    pub fn start(fs: Arc<Vfs>, mp: &Path, threads: usize, events: Sender<Event>) -> Result<Self> {
         let mut session = FuseSession::new(mp, "nydusfs", "rafs", true).map_err(|e| anyhow::anyhow!("{e}"))?;
         session.set_allow_other(true);
         session.mount().map_err(|e| anyhow::anyhow!("cannot mount {}: {e}", mp.display()))?;
@@ -100,13 +103,19 @@ impl Mounted {
             })?;
             workers.push(h);
         }
-        // After the workers start: stat of the mountpoint waits for FUSE_INIT.
+        // Only now: a stat of the mountpoint waits for the workers to answer FUSE_INIT.
         let dev = std::fs::metadata(mp).ok().map(|m| std::os::unix::fs::MetadataExt::dev(&m));
         let conn_id = dev.map(dev_minor);
         if let Some(dev) = dev {
             raise_readahead(dev, READ_AHEAD_KB);
         }
         Ok(Self { session, workers, conn_id, running })
+    }
+
+    /// A writer of invalidation notices to this session.
+    pub fn notifier(&self) -> Result<Notifier> {
+        let f = self.session.clone_fuse_file().map_err(|e| anyhow::anyhow!("cannot clone the FUSE descriptor: {e}"))?;
+        Ok(Notifier::new(f))
     }
 
     /// Unmount (if still mounted) and wait for the workers. Workers end

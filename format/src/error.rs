@@ -26,6 +26,14 @@ pub enum FormatError {
     /// The image is RAFS but a version this reader does not handle.
     #[error("unsupported RAFS version: {0}")]
     UnsupportedVersion(String),
+    /// A RAFS v5 bootstrap is malformed.
+    #[error("invalid RAFS v5 bootstrap at offset {offset:#x}: {reason}")]
+    V5 {
+        /// Byte offset of the bad field or record.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
     /// A superblock field holds an invalid value.
     #[error("invalid superblock: {0}")]
     Superblock(String),

@@ -23,6 +23,7 @@ pub mod flags;
 #[allow(missing_docs)]
 pub mod ondisk;
 pub mod reader;
+pub mod v5;
 pub mod writer;
 pub mod xattr;
 

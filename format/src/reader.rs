@@ -791,7 +791,10 @@ fn validate_blob(index: usize, slot: &DeviceSlot, e: &RafsV6Blob, chunk_size: u3
     if cc > cu {
         return Err(err("ci compressed size exceeds its uncompressed size".into()));
     }
-    let relaxed = tarfs || features & flags::BLOB_IS_CHUNKDICT_GENERATED != 0;
+    // No ci array at all (blobs of converted RAFS v5 images): chunk
+    // locations come from the bootstrap's chunk table instead.
+    let no_ci = cc == 0 && cu == 0;
+    let relaxed = tarfs || no_ci || features & flags::BLOB_IS_CHUNKDICT_GENERATED != 0;
     if !relaxed {
         let entry = if features & flags::BLOB_CHUNK_INFO_V2 != 0 { 24 } else { 16 };
         let extra = features & (flags::BLOB_BATCH | flags::BLOB_ZRAN | flags::BLOB_ENCRYPTED) != 0;

@@ -20,44 +20,66 @@ use fuse_backend_rs::api::filesystem::{
 use nydus_storage::ChunkSink;
 
 use crate::error::{FsError, Result};
-use crate::rafs::Rafs;
+use crate::rafs::{Rafs, ROOT_INO};
+use crate::vfs::{Generation, ImageSet};
 
-/// A [`Rafs`] served over FUSE (or virtiofs).
+/// A [`Rafs`] served over FUSE (or virtiofs). The image behind it can be swapped while it
+/// is mounted (see [`crate::vfs`] for how inode numbers stay unambiguous).
 pub struct RafsFs {
-    rafs: Arc<Rafs>,
+    images: Arc<ImageSet>,
 }
 
 impl RafsFs {
-    /// Wrap a filesystem.
+    /// Serve one image.
     pub fn new(rafs: Arc<Rafs>) -> Self {
-        Self { rafs }
+        Self { images: Arc::new(ImageSet::new(rafs)) }
     }
 
-    /// The filesystem.
-    pub fn rafs(&self) -> &Arc<Rafs> {
-        &self.rafs
+    /// The image set: the handle through which the owner swaps the image.
+    pub fn images(&self) -> &Arc<ImageSet> {
+        &self.images
     }
 
-    fn fail(&self, ino: u64, op: &str, e: FsError) -> io::Error {
-        if e.is_fault() {
-            self.rafs.log_fault(ino, op, &e);
-        } else {
-            tracing::trace!(ino, op, error = %e, "request failed");
-        }
-        io::Error::from_raw_os_error(e.errno())
+    /// The current image.
+    pub fn rafs(&self) -> Arc<Rafs> {
+        self.images.current()
     }
 
-    fn entry(&self, ino: u64, i: &nydus_format::reader::Inode) -> Entry {
-        let cfg = self.rafs.config();
-        Entry {
-            inode: ino,
-            generation: 0,
-            attr: self.rafs.attr(ino, i),
-            attr_flags: 0,
-            attr_timeout: cfg.attr_timeout,
-            entry_timeout: cfg.entry_timeout,
-        }
+    /// The entry of the root directory.
+    pub fn root_entry(&self) -> io::Result<Entry> {
+        self.images.with(ROOT_INO, |g, l| {
+            let i = g.rafs().inode(l).map_err(|e| fail(g.rafs(), l, "mount", e))?;
+            entry(g, l, &i)
+        })
     }
+}
+
+fn fail(rafs: &Rafs, ino: u64, op: &str, e: FsError) -> io::Error {
+    if e.is_fault() {
+        rafs.log_fault(ino, op, &e);
+    } else {
+        tracing::trace!(ino, op, error = %e, "request failed");
+    }
+    io::Error::from_raw_os_error(e.errno())
+}
+
+/// The FUSE entry of image-local inode `local` of generation `g`.
+fn entry(g: &Generation, local: u64, i: &nydus_format::reader::Inode) -> io::Result<Entry> {
+    let rafs = g.rafs();
+    let cfg = rafs.config();
+    let ino = g.outer(local)?;
+    Ok(Entry {
+        inode: ino,
+        generation: 0,
+        attr: rafs.attr(ino, i),
+        attr_flags: 0,
+        attr_timeout: cfg.attr_timeout,
+        entry_timeout: cfg.entry_timeout,
+    })
+}
+
+fn is_dot(name: &[u8]) -> bool {
+    name == b"." || name == b".."
 }
 
 /// Feeds chunk data into the FUSE reply buffer.
@@ -87,6 +109,21 @@ impl ChunkSink for ReplySink<'_> {
     }
 }
 
+/// The FUSE features a RAFS filesystem asks the kernel for (also what a [`Vfs`] serving
+/// RAFS images should offer).
+///
+/// [`Vfs`]: fuse_backend_rs::api::Vfs
+pub const FS_OPTIONS: FsOptions = FsOptions::ASYNC_READ
+    .union(FsOptions::PARALLEL_DIROPS)
+    .union(FsOptions::BIG_WRITES)
+    .union(FsOptions::DO_READDIRPLUS)
+    .union(FsOptions::READDIRPLUS_AUTO)
+    .union(FsOptions::CACHE_SYMLINKS)
+    .union(FsOptions::MAX_PAGES)
+    .union(FsOptions::EXPORT_SUPPORT)
+    .union(FsOptions::ZERO_MESSAGE_OPEN)
+    .union(FsOptions::ZERO_MESSAGE_OPENDIR);
+
 fn erofs<T>() -> io::Result<T> {
     Err(io::Error::from_raw_os_error(libc::EROFS))
 }
@@ -96,39 +133,51 @@ impl FileSystem for RafsFs {
     type Handle = u64;
 
     fn init(&self, capable: FsOptions) -> io::Result<FsOptions> {
-        let want = FsOptions::ASYNC_READ
-            | FsOptions::PARALLEL_DIROPS
-            | FsOptions::BIG_WRITES
-            | FsOptions::DO_READDIRPLUS
-            | FsOptions::READDIRPLUS_AUTO
-            | FsOptions::CACHE_SYMLINKS
-            | FsOptions::MAX_PAGES
-            | FsOptions::EXPORT_SUPPORT
-            | FsOptions::ZERO_MESSAGE_OPEN
-            | FsOptions::ZERO_MESSAGE_OPENDIR;
-        Ok(capable & want)
+        Ok(capable & FS_OPTIONS)
     }
 
     fn lookup(&self, _ctx: &Context, parent: u64, name: &CStr) -> io::Result<Entry> {
-        match self.rafs.lookup(parent, name.to_bytes()) {
-            Ok((ino, i)) => Ok(self.entry(ino, &i)),
-            Err(FsError::NotFound) => {
-                // A negative entry the kernel may cache: the image never changes.
-                let mut e = self.entry(0, &dummy_inode());
-                e.inode = 0;
+        self.images.with(parent, |g, local| match g.rafs().lookup(local, name.to_bytes()) {
+            Ok((ino, i)) => {
+                let e = entry(g, ino, &i)?;
+                if e.inode != ROOT_INO {
+                    g.add_refs(1);
+                }
                 Ok(e)
             }
-            Err(e) => Err(self.fail(parent, "lookup", e)),
+            Err(FsError::NotFound) => {
+                // A negative entry the kernel may cache: an image never changes (a swap
+                // invalidates the kernel's entries).
+                let cfg = g.rafs().config();
+                Ok(Entry {
+                    inode: 0,
+                    generation: 0,
+                    attr: g.rafs().attr(0, &dummy_inode()),
+                    attr_flags: 0,
+                    attr_timeout: cfg.attr_timeout,
+                    entry_timeout: cfg.entry_timeout,
+                })
+            }
+            Err(e) => Err(fail(g.rafs(), local, "lookup", e)),
+        })
+    }
+
+    fn forget(&self, _ctx: &Context, inode: u64, count: u64) {
+        self.images.forget(inode, count);
+    }
+
+    fn batch_forget(&self, _ctx: &Context, requests: Vec<(u64, u64)>) {
+        for (inode, count) in requests {
+            self.images.forget(inode, count);
         }
     }
 
-    fn forget(&self, _ctx: &Context, _inode: u64, _count: u64) {}
-
-    fn batch_forget(&self, _ctx: &Context, _requests: Vec<(u64, u64)>) {}
-
     fn getattr(&self, _ctx: &Context, inode: u64, _handle: Option<u64>) -> io::Result<(stat64, Duration)> {
-        let i = self.rafs.inode(inode).map_err(|e| self.fail(inode, "getattr", e))?;
-        Ok((self.rafs.attr(inode, &i), self.rafs.config().attr_timeout))
+        self.images.with(inode, |g, l| {
+            let rafs = g.rafs();
+            let i = rafs.inode(l).map_err(|e| fail(rafs, l, "getattr", e))?;
+            Ok((rafs.attr(inode, &i), rafs.config().attr_timeout))
+        })
     }
 
     fn setattr(
@@ -143,7 +192,7 @@ impl FileSystem for RafsFs {
     }
 
     fn readlink(&self, _ctx: &Context, inode: u64) -> io::Result<Vec<u8>> {
-        self.rafs.readlink(inode).map_err(|e| self.fail(inode, "readlink", e))
+        self.images.with(inode, |g, l| g.rafs().readlink(l).map_err(|e| fail(g.rafs(), l, "readlink", e)))
     }
 
     fn symlink(&self, _: &Context, _: &CStr, _: u64, _: &CStr) -> io::Result<Entry> {
@@ -185,11 +234,14 @@ impl FileSystem for RafsFs {
         if acc != libc::O_RDONLY || flags as i32 & libc::O_TRUNC != 0 {
             return erofs();
         }
-        let i = self.rafs.inode(inode).map_err(|e| self.fail(inode, "open", e))?;
-        if i.is_dir() {
-            return Err(io::Error::from_raw_os_error(libc::EISDIR));
-        }
-        if self.rafs.config().keep_cache {
+        let keep_cache = self.images.with(inode, |g, l| {
+            let i = g.rafs().inode(l).map_err(|e| fail(g.rafs(), l, "open", e))?;
+            if i.is_dir() {
+                return Err(io::Error::from_raw_os_error(libc::EISDIR));
+            }
+            Ok(g.rafs().config().keep_cache)
+        })?;
+        if keep_cache {
             // ENOSYS tells the kernel it need not send open/release at all;
             // it then treats every open as FOPEN_KEEP_CACHE. The image is
             // immutable and handles carry no state, so nothing is lost and
@@ -222,7 +274,8 @@ impl FileSystem for RafsFs {
         _flags: u32,
     ) -> io::Result<usize> {
         let mut sink = ReplySink { w };
-        self.rafs.read(inode, offset, size, &mut sink).map_err(|e| self.fail(inode, "read", e))
+        self.images
+            .with(inode, |g, l| g.rafs().read(l, offset, size, &mut sink).map_err(|e| fail(g.rafs(), l, "read", e)))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -248,7 +301,7 @@ impl FileSystem for RafsFs {
     }
 
     fn statfs(&self, _ctx: &Context, _inode: u64) -> io::Result<statvfs64> {
-        Ok(self.rafs.statfs())
+        self.images.with(ROOT_INO, |g, _| Ok(g.rafs().statfs()))
     }
 
     fn setxattr(&self, _: &Context, _: u64, _: &CStr, _: &[u8], _: u32) -> io::Result<()> {
@@ -256,7 +309,9 @@ impl FileSystem for RafsFs {
     }
 
     fn getxattr(&self, _ctx: &Context, inode: u64, name: &CStr, size: u32) -> io::Result<GetxattrReply> {
-        let v = self.rafs.getxattr(inode, name.to_bytes()).map_err(|e| self.fail(inode, "getxattr", e))?;
+        let v = self
+            .images
+            .with(inode, |g, l| g.rafs().getxattr(l, name.to_bytes()).map_err(|e| fail(g.rafs(), l, "getxattr", e)))?;
         if size == 0 {
             Ok(GetxattrReply::Count(v.len() as u32))
         } else if v.len() > size as usize {
@@ -267,7 +322,7 @@ impl FileSystem for RafsFs {
     }
 
     fn listxattr(&self, _ctx: &Context, inode: u64, size: u32) -> io::Result<ListxattrReply> {
-        let v = self.rafs.listxattr(inode).map_err(|e| self.fail(inode, "listxattr", e))?;
+        let v = self.images.with(inode, |g, l| g.rafs().listxattr(l).map_err(|e| fail(g.rafs(), l, "listxattr", e)))?;
         if size == 0 {
             Ok(ListxattrReply::Count(v.len() as u32))
         } else if v.len() > size as usize {
@@ -282,11 +337,14 @@ impl FileSystem for RafsFs {
     }
 
     fn opendir(&self, _ctx: &Context, inode: u64, _flags: u32) -> io::Result<(Option<u64>, OpenOptions)> {
-        let i = self.rafs.inode(inode).map_err(|e| self.fail(inode, "opendir", e))?;
-        if !i.is_dir() {
-            return Err(io::Error::from_raw_os_error(libc::ENOTDIR));
-        }
-        if self.rafs.config().keep_cache {
+        let keep_cache = self.images.with(inode, |g, l| {
+            let i = g.rafs().inode(l).map_err(|e| fail(g.rafs(), l, "opendir", e))?;
+            if !i.is_dir() {
+                return Err(io::Error::from_raw_os_error(libc::ENOTDIR));
+            }
+            Ok(g.rafs().config().keep_cache)
+        })?;
+        if keep_cache {
             // As for open: no opendir/releasedir round trips, and the kernel
             // caches listings (FOPEN_KEEP_CACHE | FOPEN_CACHE_DIR).
             return Err(io::Error::from_raw_os_error(libc::ENOSYS));
@@ -303,20 +361,29 @@ impl FileSystem for RafsFs {
         offset: u64,
         add_entry: &mut dyn FnMut(DirEntry) -> io::Result<usize>,
     ) -> io::Result<()> {
-        let mut reply_err = None;
-        let walked = self.rafs.visit_dir(inode, offset, |k, e| {
-            let d = DirEntry { ino: e.ino, offset: k + 1, type_: e.dtype, name: &e.name };
-            match add_entry(d) {
-                Ok(0) => false,
-                Ok(_) => true,
-                Err(err) => {
-                    reply_err = Some(err);
-                    false
+        self.images.with(inode, |g, l| {
+            let mut reply_err = None;
+            let walked = g.rafs().visit_dir(l, offset, |k, e| {
+                let ino = match g.outer(e.ino) {
+                    Ok(ino) => ino,
+                    Err(err) => {
+                        reply_err = Some(err);
+                        return false;
+                    }
+                };
+                let d = DirEntry { ino, offset: k + 1, type_: e.dtype, name: &e.name };
+                match add_entry(d) {
+                    Ok(0) => false,
+                    Ok(_) => true,
+                    Err(err) => {
+                        reply_err = Some(err);
+                        false
+                    }
                 }
-            }
-        });
-        walked.map_err(|e| self.fail(inode, "readdir", e))?;
-        reply_err.map_or(Ok(()), Err)
+            });
+            walked.map_err(|e| fail(g.rafs(), l, "readdir", e))?;
+            reply_err.map_or(Ok(()), Err)
+        })
     }
 
     fn readdirplus(
@@ -328,27 +395,40 @@ impl FileSystem for RafsFs {
         offset: u64,
         add_entry: &mut dyn FnMut(DirEntry, Entry) -> io::Result<usize>,
     ) -> io::Result<()> {
-        let mut reply_err = None;
-        let walked = self.rafs.visit_dir(inode, offset, |k, e| {
-            let i = match self.rafs.inode(e.ino) {
-                Ok(i) => i,
-                Err(err) => {
-                    reply_err = Some(self.fail(e.ino, "readdirplus", err));
-                    return false;
+        self.images.with(inode, |g, l| {
+            let rafs = g.rafs();
+            let mut reply_err = None;
+            let walked = rafs.visit_dir(l, offset, |k, e| {
+                let ent = match rafs.inode(e.ino) {
+                    Ok(i) => entry(g, e.ino, &i),
+                    Err(err) => Err(fail(rafs, e.ino, "readdirplus", err)),
+                };
+                let ent = match ent {
+                    Ok(ent) => ent,
+                    Err(err) => {
+                        reply_err = Some(err);
+                        return false;
+                    }
+                };
+                let d = DirEntry { ino: ent.inode, offset: k + 1, type_: e.dtype, name: &e.name };
+                match add_entry(d, ent) {
+                    Ok(0) => false,
+                    Ok(_) => {
+                        // The kernel takes a reference on every entry but `.` and `..`.
+                        if ent.inode != ROOT_INO && !is_dot(&e.name) {
+                            g.add_refs(1);
+                        }
+                        true
+                    }
+                    Err(err) => {
+                        reply_err = Some(err);
+                        false
+                    }
                 }
-            };
-            let d = DirEntry { ino: e.ino, offset: k + 1, type_: e.dtype, name: &e.name };
-            match add_entry(d, self.entry(e.ino, &i)) {
-                Ok(0) => false,
-                Ok(_) => true,
-                Err(err) => {
-                    reply_err = Some(err);
-                    false
-                }
-            }
-        });
-        walked.map_err(|e| self.fail(inode, "readdirplus", e))?;
-        reply_err.map_or(Ok(()), Err)
+            });
+            walked.map_err(|e| fail(rafs, l, "readdirplus", e))?;
+            reply_err.map_or(Ok(()), Err)
+        })
     }
 
     fn releasedir(&self, _: &Context, _: u64, _: u32, _: u64) -> io::Result<()> {
@@ -356,7 +436,7 @@ impl FileSystem for RafsFs {
     }
 
     fn access(&self, _ctx: &Context, inode: u64, mask: u32) -> io::Result<()> {
-        self.rafs.inode(inode).map_err(|e| self.fail(inode, "access", e))?;
+        self.images.with(inode, |g, l| g.rafs().inode(l).map(drop).map_err(|e| fail(g.rafs(), l, "access", e)))?;
         if mask as i32 & libc::W_OK != 0 {
             return erofs();
         }

@@ -11,9 +11,12 @@
 pub mod config;
 pub mod error;
 pub mod fuse;
+pub mod metrics;
 pub mod rafs;
+pub mod vfs;
 
 pub use config::FsConfig;
 pub use error::{FsError, Result};
 pub use fuse::RafsFs;
 pub use rafs::Rafs;
+pub use vfs::ImageSet;

@@ -7,8 +7,8 @@ use nydus_fs::config::FsConfig;
 use std::time::Duration;
 
 use nydus_storage::config::{
-    BackendConfig, CacheConfig, CacheKind, HttpConfig, HttpProxyAddr, HttpProxyConfig, LocalFsConfig, PrefetchConfig,
-    RegistryConfig, Secret,
+    BackendConfig, CacheConfig, CacheKind, HttpConfig, HttpProxyAddr, HttpProxyConfig, LocalFsConfig, MirrorConfig,
+    PrefetchConfig, ProxyConfig, RegistryConfig, Secret,
 };
 
 use super::parse::parse_byte_size;
@@ -153,6 +153,7 @@ fn upstream_v1_registry_sample() {
             registry_token: None,
             blob_url_scheme: String::new(),
             blob_redirected_host: String::new(),
+            mirrors: Vec::new(),
             http: HttpConfig {
                 timeout: Duration::from_secs(5),
                 connect_timeout: Duration::from_secs(5),
@@ -228,8 +229,12 @@ fn registry_errors_name_the_key() {
             "backend.registry.auth: must be base64 of `user:password`",
         ),
         (
-            "host = \"h\"\nrepo = \"r\"\n[backend.registry.proxy]\nurl = \"http://p\"\nfallback = false",
-            "backend.registry.proxy.url: the HTTP proxy (Dragonfly dfdaemon) is not supported",
+            "host = \"h\"\nrepo = \"r\"\n[backend.registry.proxy]\nurl = \"ftp://p\"",
+            "backend.registry.proxy.url: `ftp://p` is not an http(s) proxy address",
+        ),
+        (
+            "host = \"h\"\nrepo = \"r\"\n[[backend.registry.mirrors]]\nhost = \"m\"\nfailure_limit = 0",
+            "backend.registry.mirrors[0].failure_limit: must be at least 1",
         ),
     ];
     for (section, want) in cases {
@@ -244,14 +249,82 @@ fn registry_errors_name_the_key() {
 }
 
 #[test]
-fn registry_features_not_yet_there_are_warned() {
+fn registry_mirrors_and_proxy_v2() {
     let (config, warnings) = load(&v2_registry(
-        "host = \"h\"\nrepo = \"r\"\nmirrors = [{host = \"http://m\"}]\n[backend.registry.proxy]\nurl = \"http://p\"",
+        r#"host = "h"
+repo = "r"
+[backend.registry.proxy]
+url = "http://127.0.0.1:65001"
+ping_url = "http://127.0.0.1:65001/server/ping"
+check_interval = 3
+use_http = true
+[[backend.registry.mirrors]]
+host = "http://127.0.0.1:5001"
+headers = { "X-Dragonfly-Registry" = "https://h" }
+health_check_interval = 2
+failure_limit = 3
+[[backend.registry.mirrors]]
+host = "mirror.example:5000"
+auth_through = true
+"#,
     ));
-    registry_of(&config);
-    assert_eq!(warnings.len(), 2, "{warnings:?}");
-    assert!(warnings[0].contains("backend.registry.mirrors: registry mirrors are not supported yet"), "{warnings:?}");
-    assert!(warnings[1].contains("backend.registry.proxy.url: the HTTP proxy"), "{warnings:?}");
+    let r = registry_of(&config);
+    assert_eq!(
+        r.mirrors,
+        vec![
+            MirrorConfig {
+                host: "http://127.0.0.1:5001".into(),
+                headers: vec![("X-Dragonfly-Registry".into(), "https://h".into())],
+                health_check_interval: Duration::from_secs(2),
+                failure_limit: 3,
+            },
+            MirrorConfig {
+                host: "mirror.example:5000".into(),
+                headers: vec![],
+                health_check_interval: Duration::from_secs(5),
+                failure_limit: 5,
+            },
+        ]
+    );
+    assert_eq!(
+        r.http.proxy,
+        Some(ProxyConfig {
+            url: "http://127.0.0.1:65001".into(),
+            ping_url: Some("http://127.0.0.1:65001/server/ping".into()),
+            fallback: true,
+            check_interval: Duration::from_secs(3),
+            use_http: true,
+        })
+    );
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("backend.registry.mirrors[1].auth_through: ignored"), "{warnings:?}");
+
+    // Upstream's sample writes the proxy without a scheme.
+    let text = UPSTREAM_V2_TOML.replace("type = \"localfs\"", "type = \"oss\"").replace("my_bucket_name", "my-bucket");
+    let (config, _) = load(&text);
+    let BackendConfig::Oss(oss) = &config.backend else { panic!("{:?}", config.backend) };
+    let p = oss.http.proxy.as_ref().unwrap();
+    assert_eq!((p.url.as_str(), p.ping_url.as_deref()), ("http://localhost:6789", Some("http://localhost:6789/ping")));
+}
+
+#[test]
+fn registry_mirrors_and_proxy_v1() {
+    let config = load_clean(
+        r#"{"device": {"backend": {"type": "registry", "config": {"host": "h", "repo": "r",
+            "mirrors": [{"host": "http://127.0.0.1:5001", "headers": {"X-A": "1"}}],
+            "proxy": {"url": "http://127.0.0.1:65001", "fallback": false}}}}, "mode": "direct"}"#,
+    );
+    let r = registry_of(&config);
+    assert_eq!(r.mirrors.len(), 1);
+    assert_eq!(r.mirrors[0].headers, [("X-A".to_string(), "1".to_string())]);
+    assert_eq!((r.mirrors[0].failure_limit, r.mirrors[0].health_check_interval), (5, Duration::from_secs(5)));
+    let p = r.http.proxy.as_ref().unwrap();
+    assert_eq!((p.url.as_str(), p.fallback, p.ping_url.as_deref()), ("http://127.0.0.1:65001", false, None));
+    let e = error(
+        r#"{"device": {"backend": {"type": "registry", "config": {"host": "h", "repo": "r",
+            "mirrors": [{"host": "http://m/x"}]}}}, "mode": "direct"}"#,
+    );
+    assert!(e.starts_with("/etc/nydus/c.json: device.backend.config.mirrors[0].host: `http://m/x` is not"), "{e}");
 }
 
 /// misc/configs/nydusd-config-v2.toml, kept whole (with its
@@ -963,5 +1036,5 @@ fn documented_examples_load_without_warnings() {
             blocks += 1;
         }
     }
-    assert_eq!(blocks, 8);
+    assert_eq!(blocks, 10);
 }

@@ -8,11 +8,15 @@
 //! backends follow them themselves, so that credentials meant for one host
 //! are never sent to another.
 
+#[path = "forward_proxy.rs"]
+mod forward_proxy;
+
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::blocking::{Client, Response};
+use reqwest::blocking::{Client, Request, RequestBuilder, Response};
 use reqwest::header::{HeaderMap, CONTENT_LENGTH, CONTENT_RANGE, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
 
@@ -84,40 +88,50 @@ pub(crate) fn random_u64() -> u64 {
 #[derive(Debug)]
 pub(crate) struct HttpClient {
     client: Client,
+    /// Requests go through this proxy (see [`forward_proxy`]).
+    proxy: Option<Arc<forward_proxy::ForwardProxy>>,
     retry_limit: u32,
     backoff: Backoff,
 }
 
 impl HttpClient {
-    /// Build the client; fails on unreadable or invalid `ca_cert_files`.
+    /// Build the client; fails on unreadable or invalid `ca_cert_files`
+    /// and on a bad `proxy`. Starts the proxy's health checker.
     pub(crate) fn new(cfg: &HttpConfig) -> Result<Self> {
-        let mut b = Client::builder()
-            .timeout(cfg.timeout)
-            .connect_timeout(cfg.connect_timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            // Environment proxies would silently reroute blob traffic (and
-            // break loopback setups); a proxy must be configured explicitly.
-            .no_proxy()
-            .danger_accept_invalid_certs(cfg.skip_verify);
-        for path in &cfg.ca_cert_files {
-            let pem = std::fs::read(path).map_err(|e| StorageError::io("reading CA certificate file", path, e))?;
-            let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| {
-                StorageError::BackendConfig(format!("ca_cert_files: {} is not a PEM certificate: {e}", path.display()))
-            })?;
-            b = b.add_root_certificate(cert);
-        }
-        let client =
-            b.build().map_err(|e| StorageError::BackendConfig(format!("cannot build the HTTP client: {e}")))?;
+        let client = builder(cfg)?
+            .build()
+            .map_err(|e| StorageError::BackendConfig(format!("cannot build the HTTP client: {e}")))?;
+        let proxy = match &cfg.proxy {
+            Some(p) => Some(forward_proxy::ForwardProxy::new(p, builder(cfg)?, cfg.connect_timeout)?),
+            None => None,
+        };
         Ok(Self {
             client,
+            proxy,
             retry_limit: cfg.retry_limit,
             backoff: Backoff { base: cfg.retry_base_delay, max: cfg.retry_max_delay },
         })
     }
 
-    /// The underlying client, to build requests.
+    /// The underlying client, to build requests; send them with
+    /// [`HttpClient::send`] or [`HttpClient::execute`] so that the proxy
+    /// applies.
     pub(crate) fn client(&self) -> &Client {
         &self.client
+    }
+
+    /// Send a request built from [`HttpClient::client`], through the proxy
+    /// when one is configured.
+    pub(crate) fn send(&self, req: RequestBuilder) -> reqwest::Result<Response> {
+        self.execute(req.build()?)
+    }
+
+    /// Like [`HttpClient::send`], for a built request.
+    pub(crate) fn execute(&self, req: Request) -> reqwest::Result<Response> {
+        match &self.proxy {
+            Some(p) => p.execute(&self.client, req),
+            None => self.client.execute(req),
+        }
     }
 
     /// Run `attempt` until it succeeds or fails for good; transient failures
@@ -147,6 +161,26 @@ impl HttpClient {
             }
         }
     }
+}
+
+/// A client builder with `cfg`'s timeouts and TLS settings.
+fn builder(cfg: &HttpConfig) -> Result<reqwest::blocking::ClientBuilder> {
+    let mut b = Client::builder()
+        .timeout(cfg.timeout)
+        .connect_timeout(cfg.connect_timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        // Environment proxies would silently reroute blob traffic (and
+        // break loopback setups); a proxy must be configured explicitly.
+        .no_proxy()
+        .danger_accept_invalid_certs(cfg.skip_verify);
+    for path in &cfg.ca_cert_files {
+        let pem = std::fs::read(path).map_err(|e| StorageError::io("reading CA certificate file", path, e))?;
+        let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| {
+            StorageError::BackendConfig(format!("ca_cert_files: {} is not a PEM certificate: {e}", path.display()))
+        })?;
+        b = b.add_root_certificate(cert);
+    }
+    Ok(b)
 }
 
 /// `url` without user info, query or fragment: safe for messages (presigned

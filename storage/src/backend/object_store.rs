@@ -72,7 +72,7 @@ impl<S: Signer> ObjectStore<S> {
             )))
         })?;
         self.signer.sign(&mut req, &body)?;
-        self.http.client().execute(req).map_err(transport_failure)
+        self.http.execute(req).map_err(transport_failure)
     }
 
     /// The failure an unexpected answer stands for: 403 is an

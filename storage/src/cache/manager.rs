@@ -81,6 +81,19 @@ impl BlobCacheManager {
     /// checking the blob's size) and persists it; a warm one reads nothing
     /// from the backend until a chunk is missing.
     pub fn open_blob(self: &Arc<Self>, info: &BlobInfo, digests: Vec<Option<Digest>>) -> Result<Arc<CachedBlob>> {
+        self.open_blob_located(info, digests, None)
+    }
+
+    /// [`BlobCacheManager::open_blob`] for a blob whose chunk locations the
+    /// caller knows (`known`, indexed by ci): blobs without a ci array, such
+    /// as those of RAFS v5 images, whose bootstrap records every chunk. The
+    /// locations are checked against `info` as a ci array would be.
+    pub fn open_blob_located(
+        self: &Arc<Self>,
+        info: &BlobInfo,
+        digests: Vec<Option<Digest>>,
+        known: Option<Vec<ChunkLocation>>,
+    ) -> Result<Arc<CachedBlob>> {
         check_blob_id(&info.blob_id)?;
         info.data_supported().map_err(StorageError::Unsupported)?;
         // Held across the open so that two threads never set up the same
@@ -92,13 +105,16 @@ impl BlobCacheManager {
         let source = Source::new(self.backend.clone());
         let (locs, store) = match self.shared.cfg.kind {
             CacheKind::Dummy => {
-                let locs = ci_array::load_from_blob(&*source.reader(info)?, info)?;
+                let locs = match known {
+                    Some(locs) => ci_array::check(info, &locs).map(|()| locs)?,
+                    None => ci_array::load_from_blob(&*source.reader(info)?, info)?,
+                };
                 (Arc::from(locs), None)
             }
             CacheKind::Blobcache => {
                 let store = match reg.stores.get(&info.blob_id) {
                     Some(s) => s.clone(),
-                    None => self.open_store(&mut reg, &source, info)?,
+                    None => self.open_store(&mut reg, &source, info, known)?,
                 };
                 (store.locations(), Some(store))
             }
@@ -109,9 +125,21 @@ impl BlobCacheManager {
         Ok(blob)
     }
 
-    fn open_store(&self, reg: &mut Registry, source: &Source, info: &BlobInfo) -> Result<Arc<BlobStore>> {
+    fn open_store(
+        &self,
+        reg: &mut Registry,
+        source: &Source,
+        info: &BlobInfo,
+        known: Option<Vec<ChunkLocation>>,
+    ) -> Result<Arc<BlobStore>> {
         let work_dir = &self.shared.cfg.work_dir;
-        let locs = self.load_locations(source, info)?;
+        let locs = match known {
+            Some(locs) => {
+                ci_array::check(info, &locs)?;
+                Arc::from(locs)
+            }
+            None => self.load_locations(source, info)?,
+        };
         let store = Arc::new(BlobStore::open(work_dir, reg.next_slot, info, locs)?);
         reg.next_slot += 1;
         let fixed = round_up_4k(ChunkMap::file_len(info.chunk_count)) + round_up_4k(ci_array::file_len(info));

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::fields::Fields;
+use super::network_sections::take_proxy;
 use super::{ConfigIssue, HttpConfig};
 
 /// Upstream's default for `timeout` and `connect_timeout`, in seconds.
@@ -27,45 +28,16 @@ pub(super) fn take_http(f: &mut Fields, warnings: &mut Vec<ConfigIssue>) -> Resu
             ));
         }
     }
-    take_proxy(f, warnings)?;
+    let proxy = take_proxy(f, warnings)?;
     Ok(HttpConfig {
         timeout: Duration::from_secs(timeout),
         connect_timeout: Duration::from_secs(connect_timeout),
         retry_limit: u32::from(retry_limit),
         skip_verify,
         ca_cert_files: ca_cert_files.into_iter().map(PathBuf::from).collect(),
+        proxy,
         ..Default::default()
     })
-}
-
-/// `proxy` (upstream `ProxyConfig`): a Dragonfly dfdaemon in front of the
-/// backend. Not supported yet: with `fallback` (upstream's default) we go
-/// to the backend directly, as upstream does when the proxy is down.
-fn take_proxy(f: &mut Fields, warnings: &mut Vec<ConfigIssue>) -> Result<(), ConfigIssue> {
-    let Some(mut p) = f.section("proxy", "a section of proxy settings (`url`, `fallback`, ...)")? else {
-        return Ok(());
-    };
-    let url: String = p.or("url", String::new())?;
-    let _ping_url: String = p.or("ping_url", String::new())?;
-    let fallback: bool = p.or("fallback", true)?;
-    let _check_interval: u64 = p.or("check_interval", 0)?;
-    let _use_http: bool = p.or("use_http", false)?;
-    let url_key = p.path("url");
-    p.finish(warnings);
-    if url.is_empty() {
-        return Ok(());
-    }
-    if !fallback {
-        return Err(ConfigIssue::new(
-            url_key,
-            "the HTTP proxy (Dragonfly dfdaemon) is not supported; remove `proxy` (or set `proxy.fallback = true`) to fetch from the backend directly",
-        ));
-    }
-    warnings.push(ConfigIssue::new(
-        url_key,
-        "the HTTP proxy (Dragonfly dfdaemon) is not supported yet; requests go to the backend directly, as on a proxy failure with `fallback`",
-    ));
-    Ok(())
 }
 
 /// Checks a `scheme` key: `http` or `https`.

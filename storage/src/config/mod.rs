@@ -9,6 +9,7 @@
 
 mod fields;
 mod http_sections;
+mod network_sections;
 mod sections;
 
 use std::path::PathBuf;
@@ -77,6 +78,45 @@ pub struct HttpConfig {
     pub skip_verify: bool,
     /// Extra PEM CA bundles trusted besides the built-in web roots.
     pub ca_cert_files: Vec<PathBuf>,
+    /// Send requests through this forward proxy (e.g. a Dragonfly dfdaemon).
+    pub proxy: Option<ProxyConfig>,
+}
+
+/// A forward HTTP proxy in front of a backend (upstream `ProxyConfig`), the
+/// way a Dragonfly dfdaemon is plugged in. See `docs/nydusd-config.md`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyConfig {
+    /// `http://host:port` of the proxy (a bare `host:port` is read as http).
+    pub url: String,
+    /// Health check URL, asked every `check_interval`; any 2xx/3xx answer
+    /// means healthy. `None`: no health checks, the proxy is always tried
+    /// first (upstream's behaviour without `ping_url`).
+    pub ping_url: Option<String>,
+    /// Go to the backend directly while the proxy is unhealthy, or when a
+    /// request through it fails to connect or answers 5xx (default true).
+    pub fallback: bool,
+    /// Time between health checks (upstream default 5 s).
+    pub check_interval: Duration,
+    /// Ask the proxy for `http://` URLs instead of tunnelling `https://`
+    /// ones through `CONNECT`, so that it can see (and cache) the requests.
+    pub use_http: bool,
+}
+
+/// One registry mirror (upstream `MirrorConfig`): another server with the
+/// same blobs under the same `/v2/<repo>/blobs/<digest>` paths.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MirrorConfig {
+    /// `http(s)://host[:port]`, or a bare `host[:port]` that takes the
+    /// registry's scheme.
+    pub host: String,
+    /// Headers sent with every request to this mirror (e.g. Dragonfly's
+    /// `X-Dragonfly-Registry`); never the registry's `Authorization`.
+    pub headers: Vec<(String, String)>,
+    /// How often a mirror that was set aside is checked (upstream default 5 s).
+    pub health_check_interval: Duration,
+    /// Consecutive failures that set the mirror aside (upstream default 5;
+    /// at least 1).
+    pub failure_limit: u32,
 }
 
 impl Default for HttpConfig {
@@ -89,6 +129,7 @@ impl Default for HttpConfig {
             retry_max_delay: Duration::from_secs(5),
             skip_verify: false,
             ca_cert_files: Vec::new(),
+            proxy: None,
         }
     }
 }
@@ -111,6 +152,9 @@ pub struct RegistryConfig {
     pub blob_url_scheme: String,
     /// Host to use for redirected blob URLs, when not empty.
     pub blob_redirected_host: String,
+    /// Tried in order before `host` (an extension of ours: upstream dropped
+    /// mirrors).
+    pub mirrors: Vec<MirrorConfig>,
     /// Timeouts, retries and TLS.
     pub http: HttpConfig,
 }

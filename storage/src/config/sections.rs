@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use super::fields::Fields;
 use super::http_sections::{check_host, check_scheme, take_http};
+use super::network_sections::take_mirrors;
 use super::{
     AccessKey, BackendConfig, HttpProxyAddr, HttpProxyConfig, LocalFsConfig, OssConfig, RegistryConfig, S3Config,
     Secret,
@@ -155,7 +156,7 @@ fn registry(f: &mut Fields, warnings: &mut Vec<ConfigIssue>) -> Result<BackendCo
     let registry_token: Option<String> = f.opt("registry_token")?;
     let blob_url_scheme: String = f.or("blob_url_scheme", String::new())?;
     let blob_redirected_host: String = f.or("blob_redirected_host", String::new())?;
-    let mirrors: Vec<Value> = f.or("mirrors", Vec::new())?;
+    let mirrors = take_mirrors(f, warnings)?;
     check_scheme(f, &scheme, "registry")?;
     if host.is_empty() || host.contains(['/', '@', '?', '#']) {
         return Err(ConfigIssue::new(
@@ -186,12 +187,6 @@ fn registry(f: &mut Fields, warnings: &mut Vec<ConfigIssue>) -> Result<BackendCo
             ));
         }
     }
-    if !mirrors.is_empty() {
-        warnings.push(ConfigIssue::new(
-            f.path("mirrors"),
-            "registry mirrors are not supported yet; blobs are fetched from `host`",
-        ));
-    }
     let http = take_http(f, warnings)?;
     Ok(BackendConfig::Registry(RegistryConfig {
         scheme,
@@ -201,6 +196,7 @@ fn registry(f: &mut Fields, warnings: &mut Vec<ConfigIssue>) -> Result<BackendCo
         registry_token: registry_token.filter(|t| !t.is_empty()).map(Secret::new),
         blob_url_scheme,
         blob_redirected_host,
+        mirrors,
         http,
     }))
 }
@@ -332,6 +328,9 @@ fn http_proxy(f: &mut Fields, warnings: &mut Vec<ConfigIssue>) -> Result<Backend
     }
     let path = if trimmed.is_empty() { String::new() } else { format!("/{trimmed}") };
     let http = take_http(f, warnings)?;
+    if matches!(addr, HttpProxyAddr::UnixSocket(_)) && http.proxy.is_some() {
+        warnings.push(ConfigIssue::new(f.path("proxy"), "ignored: requests to a Unix socket never go through a proxy"));
+    }
     Ok(BackendConfig::HttpProxy(HttpProxyConfig { addr, path, http }))
 }
 

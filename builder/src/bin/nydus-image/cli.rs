@@ -27,6 +27,9 @@ pub enum Command {
     /// Build a RAFS image (bootstrap + data blob) from a directory or an OCI
     /// layer tar / tar.gz (--type).
     Create(CreateArgs),
+    /// Merge per-layer bootstraps (lowest first) into one image bootstrap,
+    /// applying each layer's whiteouts with overlayfs semantics.
+    Merge(MergeArgs),
     /// Validate an image: every inode, directory, xattr and chunk reference
     /// (and, with --blob-dir, every chunk's data and digest).
     Check(CheckArgs),
@@ -165,7 +168,8 @@ pub struct CreateArgs {
     /// Whiteout convention of the source. With --parent-bootstrap the
     /// whiteouts delete (or, for opaque directories, hide) entries of the
     /// parent; without a parent, oci whiteout files are dropped and
-    /// overlayfs ones kept as they are.
+    /// overlayfs ones kept as they are. Layers meant for `merge` are built
+    /// with `none`, which keeps every whiteout as an ordinary entry.
     #[arg(short = 'W', long, value_enum, default_value = "oci")]
     pub whiteout_spec: WhiteoutArg,
     /// Bootstrap of the lower layers: build the source as a new layer on top
@@ -174,6 +178,13 @@ pub struct CreateArgs {
     /// The parent must use the same --chunk-size and --digester.
     #[arg(short = 'p', long, value_name = "BOOTSTRAP")]
     pub parent_bootstrap: Option<PathBuf>,
+    /// Chunk dictionary: `bootstrap=DICT` (or just DICT), the bootstrap of an
+    /// image whose chunks are referenced instead of stored again. The
+    /// dictionary blobs used join the new image's blob table, so nydusd must
+    /// find them in the same backend. Same --chunk-size and --digester as
+    /// the dictionary.
+    #[arg(long, value_name = "bootstrap=DICT")]
+    pub chunk_dict: Option<String>,
     /// Write a JSON report of what was built to this file.
     #[arg(short = 'J', long)]
     pub output_json: Option<PathBuf>,
@@ -261,6 +272,61 @@ impl BootstrapArg {
             (None, None) => bail!("missing bootstrap: pass BOOTSTRAP or --bootstrap FILE"),
         }
     }
+}
+
+#[derive(Args, Debug)]
+pub struct MergeArgs {
+    /// Per-layer bootstraps, lowest layer first. Build each layer on its own
+    /// (no --parent-bootstrap) with --whiteout-spec none, so that its
+    /// whiteouts are kept for the merge to apply.
+    #[arg(value_name = "BOOTSTRAP", required = true)]
+    pub sources: Vec<PathBuf>,
+    /// Where to write the merged bootstrap.
+    #[arg(short = 'B', long)]
+    pub bootstrap: PathBuf,
+    /// Bootstrap of an image the layers go on top of.
+    #[arg(short = 'p', long, value_name = "BOOTSTRAP")]
+    pub parent_bootstrap: Option<PathBuf>,
+    /// The chunk dictionary the layers were built with (`bootstrap=DICT` or
+    /// DICT): its blobs are shared, not a layer's own blob.
+    #[arg(long, value_name = "bootstrap=DICT")]
+    pub chunk_dict: Option<String>,
+    /// Comma-separated, one per source: the SHA-256 (hex, `sha256:` allowed)
+    /// to use as the id of that layer's own blob, e.g. its digest in a registry.
+    #[arg(long, value_name = "D1,D2,...")]
+    pub blob_digests: Option<String>,
+    /// Comma-separated, one per source: an id for that layer's own blob
+    /// (--blob-digests wins where both are given).
+    #[arg(long, value_name = "ID1,ID2,...")]
+    pub original_blob_ids: Option<String>,
+    /// Comma-separated, one per source: the size to record for that layer's
+    /// own blob.
+    #[arg(long, value_name = "S1,S2,...")]
+    pub blob_sizes: Option<String>,
+    /// How whiteout entries of the layers are interpreted.
+    #[arg(short = 'W', long, value_enum, default_value = "oci")]
+    pub whiteout_spec: WhiteoutArg,
+    /// Write a JSON report of what was merged to this file.
+    #[arg(short = 'J', long)]
+    pub output_json: Option<PathBuf>,
+}
+
+/// Split a comma-separated list flag.
+pub fn split_list(s: &Option<String>) -> Option<Vec<String>> {
+    s.as_ref().map(|s| s.split(',').map(|x| x.trim().to_string()).collect())
+}
+
+/// Parse `--blob-sizes`.
+pub fn parse_sizes(s: &Option<String>) -> Result<Option<Vec<u64>>> {
+    split_list(s)
+        .map(|l| {
+            l.iter()
+                .map(|x| {
+                    x.parse::<u64>().map_err(|_| anyhow::anyhow!("invalid --blob-sizes entry {x:?}: not a number"))
+                })
+                .collect()
+        })
+        .transpose()
 }
 
 #[derive(Args, Debug)]

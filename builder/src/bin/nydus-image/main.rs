@@ -11,9 +11,11 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use nydus_builder::blob::ChunkOptions;
+use nydus_builder::chunkdict::parse_chunk_dict_arg;
 use nydus_builder::create::{create, CreateOptions, CreateReport};
 use nydus_builder::image::load;
 use nydus_builder::inspect::{self, Inspector};
+use nydus_builder::merge::{merge, MergeOptions};
 use nydus_builder::{export, unpack};
 
 use cli::{Cli, Command};
@@ -136,6 +138,7 @@ fn run(cli: Cli) -> Result<()> {
                 },
                 whiteout: a.whiteout_spec.into(),
                 parent_bootstrap: a.parent_bootstrap.clone(),
+                chunk_dict: a.chunk_dict.as_deref().map(parse_chunk_dict_arg).transpose()?,
             };
             if a.fs_version != 6 {
                 bail!("--fs-version {}: only RAFS v6 images can be written", a.fs_version);
@@ -170,6 +173,21 @@ fn run(cli: Cli) -> Result<()> {
                 Some(t) => upload_built(&t, &report, temp_blobs),
                 None => Ok(()),
             }
+        }
+        Command::Merge(a) => {
+            let opts = MergeOptions {
+                sources: a.sources.clone(),
+                bootstrap: a.bootstrap.clone(),
+                parent_bootstrap: a.parent_bootstrap.clone(),
+                chunk_dict: a.chunk_dict.as_deref().map(parse_chunk_dict_arg).transpose()?,
+                blob_digests: cli::split_list(&a.blob_digests),
+                original_blob_ids: cli::split_list(&a.original_blob_ids),
+                blob_sizes: cli::parse_sizes(&a.blob_sizes)?,
+                whiteout: a.whiteout_spec.into(),
+            };
+            let report = merge(&opts).context("merge failed")?;
+            tracing::info!(bootstrap = %report.bootstrap.display(), blobs = ?report.blobs, inodes = report.inodes, "bootstraps merged");
+            write_json(a.output_json.as_deref(), &report)
         }
         Command::Check(a) => {
             let path = a.image.path()?;
@@ -212,22 +230,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Stat(a) => {
             let boot = load(&a.bootstrap)?;
             let s = inspect::stat(&boot).with_context(|| a.bootstrap.display().to_string())?;
-            let mut out = std::io::stdout().lock();
-            writeln!(
-                out,
-                "files {}  dirs {}  symlinks {}  specials {}  extra hard links {}",
-                s.files, s.dirs, s.symlinks, s.specials, s.hardlinks
-            )?;
-            writeln!(
-                out,
-                "file data {} bytes in {} chunk refs, {} unique chunks ({} bytes), dedup ratio {:.3}",
-                s.file_bytes, s.chunk_refs, s.unique_chunks, s.unique_chunk_bytes, s.dedup_ratio
-            )?;
-            writeln!(
-                out,
-                "stored {} bytes, compression ratio {:.3}; bootstrap {} bytes, blobs {} bytes",
-                s.stored_chunk_bytes, s.compression_ratio, s.bootstrap_size, s.blob_bytes
-            )?;
+            std::io::stdout().lock().write_all(nydus_builder::stat::render(&s).as_bytes())?;
             write_json(a.output_json.as_deref(), &s)
         }
         Command::Inspect(a) => {

@@ -114,7 +114,8 @@ impl ProxyBlob {
             };
             return get.get_range(buf, offset);
         };
-        let resp = self.proxy.http.client().get(url.clone()).header(RANGE, &range).send().map_err(transport_failure)?;
+        let req = self.proxy.http.client().get(url.clone()).header(RANGE, &range);
+        let resp = self.proxy.http.send(req).map_err(transport_failure)?;
         let status = resp.status();
         if status == StatusCode::NOT_FOUND {
             return Err(Failure::Fatal(StorageError::BlobNotFound {

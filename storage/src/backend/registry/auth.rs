@@ -273,7 +273,7 @@ impl Auth {
         if let Some(b) = &self.basic {
             req = req.header(AUTHORIZATION, format!("Basic {}", b.expose()));
         }
-        let resp = req.send().map_err(transport_failure)?;
+        let resp = http.send(req).map_err(transport_failure)?;
         let status = resp.status();
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
             let why = if self.basic.is_some() {

@@ -23,23 +23,8 @@ use reqwest::{StatusCode, Url};
 
 use super::RegistryBlob;
 use crate::backend::http::{read_range, redact, transport_failure, Failure, RangeRead};
+use crate::config::MirrorConfig;
 use crate::error::{Result, StorageError};
-
-/// One mirror (upstream `MirrorConfig`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MirrorConfig {
-    /// `http(s)://host[:port]`, or a bare `host[:port]` that takes the
-    /// registry's scheme.
-    pub host: String,
-    /// Headers sent with every request to this mirror (e.g. Dragonfly's
-    /// `X-Dragonfly-Registry`).
-    pub headers: Vec<(String, String)>,
-    /// How often a mirror that was set aside is checked (upstream default 5 s).
-    pub health_check_interval: Duration,
-    /// Consecutive failures that set the mirror aside (upstream default 5;
-    /// at least 1).
-    pub failure_limit: u32,
-}
 
 /// A mirror and its health.
 #[derive(Debug)]
@@ -184,7 +169,7 @@ impl RegistryBlob {
         let digest = self.url.path().rsplit('/').next().unwrap_or_default();
         let url = m.base.join(&format!("./{digest}")).map_err(|e| format!("bad URL: {e}"))?;
         let req = self.reg.http.client().get(url.clone()).headers(m.headers.clone()).header(RANGE, range);
-        let resp = req.send().map_err(|e| why(transport_failure(e)))?;
+        let resp = self.reg.http.send(req).map_err(|e| why(transport_failure(e)))?;
         let status = resp.status();
         if status == StatusCode::NOT_FOUND {
             return Ok(None);

@@ -8,10 +8,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::MirrorConfig;
 use crate::backend::registry::RegistryBackend;
 use crate::backend::{read_full, BlobBackend};
-use crate::config::{HttpConfig, RegistryConfig};
+use crate::config::{HttpConfig, MirrorConfig, RegistryConfig};
 
 const ID: &str = "3f0a377ba0a4a460ecb616f6507ce0d8cfa3e704025d4fda3ed0c5ca05468728";
 
@@ -94,13 +93,14 @@ fn backend(origin: u16, mirrors: &[MirrorConfig]) -> RegistryBackend {
         registry_token: None,
         blob_url_scheme: String::new(),
         blob_redirected_host: String::new(),
+        mirrors: mirrors.to_vec(),
         http: HttpConfig {
             timeout: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(1),
             ..Default::default()
         },
     };
-    RegistryBackend::with_mirrors(cfg, mirrors).unwrap()
+    RegistryBackend::new(cfg).unwrap()
 }
 
 fn blob() -> Arc<Vec<u8>> {

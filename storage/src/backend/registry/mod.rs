@@ -26,10 +26,10 @@ use super::http::{
     range_header, read_range, redact, status_failure, transport_failure, Attempt, Failure, HttpClient, RangeRead,
 };
 use super::{check_blob_id, BlobBackend, BlobReader};
+pub use crate::config::MirrorConfig;
 use crate::config::RegistryConfig;
 use crate::error::{Result, StorageError};
 use auth::{Auth, Credential};
-pub use mirror::MirrorConfig;
 use mirror::Mirrors;
 pub use upload::RegistryUploader;
 
@@ -56,15 +56,12 @@ struct Registry {
 }
 
 impl RegistryBackend {
-    /// Check `cfg` and build the client. No request is sent yet.
+    /// Check `cfg` and build the client (reading through `cfg.mirrors`
+    /// first, when there are any). No request is sent yet.
     pub fn new(cfg: RegistryConfig) -> Result<Self> {
-        Self::with_mirrors(cfg, &[])
-    }
-
-    /// Like [`RegistryBackend::new`], reading through `mirrors` first.
-    pub fn with_mirrors(cfg: RegistryConfig, mirrors: &[MirrorConfig]) -> Result<Self> {
         let mut reg = Registry::new(cfg, false)?;
-        reg.mirrors = Mirrors::new(mirrors, &reg.cfg.scheme, reg.cfg.repo.trim_matches('/'), reg.cfg.http.timeout)?;
+        let (scheme, repo) = (&reg.cfg.scheme, reg.cfg.repo.trim_matches('/'));
+        reg.mirrors = Mirrors::new(&reg.cfg.mirrors, scheme, repo, reg.cfg.http.timeout)?;
         Ok(Self { inner: Arc::new(reg) })
     }
 }
@@ -191,7 +188,7 @@ impl RegistryBlob {
             if let Some(h) = &cred.header {
                 req = req.header(AUTHORIZATION, h.expose());
             }
-            let resp = req.send().map_err(transport_failure)?;
+            let resp = self.reg.http.send(req).map_err(transport_failure)?;
             let status = resp.status();
             if status == StatusCode::UNAUTHORIZED {
                 let challenge = resp.headers().get(WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()).map(str::to_string);
@@ -261,7 +258,7 @@ impl RegistryBlob {
                     req = req.header(AUTHORIZATION, h.expose());
                 }
             }
-            let resp = req.send().map_err(|e| match transport_failure(e) {
+            let resp = self.reg.http.send(req).map_err(|e| match transport_failure(e) {
                 Failure::Transient { cause, retry_after } => {
                     Failure::Transient { cause: format!("redirected to {shown}: {cause}"), retry_after }
                 }

@@ -107,6 +107,7 @@ fn config(port: u16) -> RegistryConfig {
         registry_token: None,
         blob_url_scheme: String::new(),
         blob_redirected_host: String::new(),
+        mirrors: Vec::new(),
         http: HttpConfig {
             timeout: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(1),

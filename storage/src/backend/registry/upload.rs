@@ -246,6 +246,7 @@ mod tests {
             registry_token: None,
             blob_url_scheme: String::new(),
             blob_redirected_host: String::new(),
+            mirrors: Vec::new(),
             http: HttpConfig::default(),
         }
     }
