@@ -116,12 +116,16 @@ class Registry:
         conf = self.tmp / "registry.yml"
         conf.write_text(f"version: 0.1\nlog: {{level: info}}\n"
                         f"{self._storage_yaml()}"
-                        f"http: {{addr: {self.host}}}\n{auth_yml}")
+                        f"{self._http_yaml()}{auth_yml}")
         self.log = self.tmp / "registry.log"
         # Its S3 driver fails on the AWS_CA_BUNDLE this environment sets.
         env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
         self.procs.append(Proc([binary, "serve", conf], self.log, env=env))
         wait_port(self.port, self.procs[-1].proc, self.log)
+
+    def _http_yaml(self) -> str:
+        """The registry's ``http:`` section (subclasses add TLS)."""
+        return f"http: {{addr: {self.host}}}\n"
 
     def _storage_yaml(self) -> str:
         """The registry's ``storage:`` section (subclasses store elsewhere)."""

@@ -217,6 +217,9 @@ pub(crate) fn transport_failure(e: reqwest::Error) -> Failure {
         cause.push_str(": ");
         cause.push_str(&l);
     }
+    if cause.contains("certificate") {
+        cause.push_str("; trust the server's CA with `ca_cert_files` (or, for tests only, set `skip_verify`)");
+    }
     Failure::transient(cause)
 }
 

@@ -53,6 +53,9 @@ impl Fields {
     pub(crate) fn opt<T: DeserializeOwned>(&mut self, name: &str) -> Result<Option<T>, ConfigIssue> {
         match self.map.remove(name) {
             None | Some(Value::Null) => Ok(None),
+            Some(v) if is_secret_key(name) => serde_json::from_value(v).map(Some).map_err(|_| {
+                ConfigIssue::new(self.path(name), format_args!("must be a string (value not shown: it is a secret)"))
+            }),
             Some(v) => serde_json::from_value(v).map(Some).map_err(|e| type_error(&self.path(name), &e)),
         }
     }
@@ -104,6 +107,11 @@ impl Fields {
     }
 }
 
+/// Keys whose values are credentials: their values never appear in messages.
+fn is_secret_key(name: &str) -> bool {
+    matches!(name, "auth" | "registry_token" | "access_key_id" | "access_key_secret" | "password" | "token")
+}
+
 /// The issue for a value of the wrong type or out of range.
 fn type_error(key: &str, e: &serde_json::Error) -> ConfigIssue {
     ConfigIssue::new(key, format_args!("{e}; fix the value ({DOC_HINT})"))
@@ -131,6 +139,15 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn secret_values_are_never_echoed() {
+        for (k, v) in [("auth", json!(12345678901u64)), ("access_key_secret", json!(["s3cr3t"]))] {
+            let mut f = Fields::new(json!({ k: v.clone() }), "top", "x").unwrap();
+            let e = f.opt::<String>(k).unwrap_err().to_string();
+            assert!(e.contains("value not shown") && !e.contains("12345678901") && !e.contains("s3cr3t"), "{e}");
+        }
+    }
 
     #[test]
     fn keys_errors_and_leftovers_carry_paths() {
