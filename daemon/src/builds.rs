@@ -10,6 +10,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use nydus_api::types::BuildRequest;
 use nydus_api::ApiResponse;
 use nydus_builder::blob::ChunkOptions;
+use nydus_builder::chunkdict::parse_chunk_dict_arg;
 use nydus_builder::create::{create, CreateOptions, CreateReport, SourceType};
 use nydus_format::{Compressor, Digester};
 use serde_json::{json, Value};
@@ -162,12 +163,21 @@ fn run(job: &Job, opts: &CreateOptions) {
 
 /// The builder's options for a request, or why it cannot be built.
 fn options(req: &BuildRequest) -> Result<CreateOptions, String> {
-    if req.source_type != "directory" && req.source_type != "dir" {
-        return Err(format!("source_type {:?} is not supported here (use \"directory\")", req.source_type));
+    // Upstream's names (`dir-rafs`, `tar-rafs`, `targz-rafs`) and plain ones.
+    let source_type = match req.source_type.as_str() {
+        "directory" | "dir" | "dir-rafs" => SourceType::Dir,
+        "tar" | "tar-rafs" => SourceType::Tar,
+        "targz" | "tar.gz" | "targz-rafs" => SourceType::TarGz,
+        other => {
+            return Err(format!(
+                "source_type {other:?} is not supported (use \"directory\", \"tar-rafs\" or \"targz-rafs\")"
+            ))
+        }
+    };
+    if req.source == "-" {
+        return Err("source \"-\" (stdin) has no meaning for the API: give a path".into());
     }
-    if req.chunk_dict.is_some() {
-        return Err("chunk_dict is not supported by this builder".into());
-    }
+    let chunk_dict = req.chunk_dict.as_deref().map(parse_chunk_dict_arg).transpose().map_err(|e| e.to_string())?;
     let compressor = req.compressor.as_deref().unwrap_or("zstd");
     let compressor = Compressor::from_name(compressor)
         .ok_or_else(|| format!("unknown compressor {compressor:?} (use none, lz4_block or zstd)"))?;
@@ -177,7 +187,7 @@ fn options(req: &BuildRequest) -> Result<CreateOptions, String> {
     };
     Ok(CreateOptions {
         source: PathBuf::from(&req.source),
-        source_type: SourceType::Dir,
+        source_type,
         bootstrap: Some(PathBuf::from(&req.bootstrap)),
         blob: None,
         blob_dir: Some(PathBuf::from(&req.blob_dir)),
@@ -185,7 +195,7 @@ fn options(req: &BuildRequest) -> Result<CreateOptions, String> {
         chunk: ChunkOptions { chunk_size, compressor, digester: Digester::default(), threads: 1 },
         whiteout: Default::default(),
         parent_bootstrap: req.parent_bootstrap.as_ref().map(PathBuf::from),
-        chunk_dict: None,
+        chunk_dict,
     })
 }
 

@@ -12,6 +12,7 @@ import http.client
 import json
 import os
 import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -287,3 +288,42 @@ def test_secrets_never_echoed(daemons, tmp_path, images):
     texts.append(d.log_text())
     for t in texts:
         assert SECRET_AUTH not in t and SECRET_KEY not in t, t[:2000]
+
+
+def _build(api, body, timeout=60.0):
+    """POST /api/v1/build and wait for the job's end; returns its last status."""
+    st, v = api.call("POST", "/api/v1/build", body)
+    assert st == 202, f"{st} {v}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = api.ok("GET", f"/api/v1/build/{v['id']}")
+        if job["state"] in ("succeeded", "failed"):
+            return job
+        time.sleep(0.1)
+    raise AssertionError(f"build {v['id']} did not end in {timeout}s")
+
+
+def test_build_api_tar_source_and_chunk_dict(daemons, tmp_path, images):
+    """A tar layer through the API equals the CLI's build; a chunk dict is honoured."""
+    d, api, _ = api_daemon(daemons, tmp_path)
+    a = images["a"]
+    layer = tmp_path / "a.tar"
+    subprocess.run(["tar", "-cf", layer, "-C", a.src, "."], check=True)
+    ref = util.create(layer, tmp_path / "cli", chunk_size=0x10000, extra=["--type", "tar-rafs"])
+    out = tmp_path / "api"
+    (out / "blobs").mkdir(parents=True)
+    job = _build(api, {"source": str(layer), "source_type": "tar-rafs", "bootstrap": str(out / "boot"),
+                       "blob_dir": str(out / "blobs"), "chunk_size": "0x10000"})
+    assert job["state"] == "succeeded", job
+    assert (out / "boot").read_bytes() == ref.bootstrap.read_bytes()
+    # Image a as the dictionary of a rebuild of a: no chunk is stored again.
+    (out / "blobs2").mkdir()
+    job = _build(api, {"source": str(a.src), "bootstrap": str(out / "again"), "blob_dir": str(out / "blobs2"),
+                       "chunk_size": "0x10000", "chunk_dict": f"bootstrap={a.bootstrap}"})
+    assert job["state"] == "succeeded", job
+    stored = sum(p.stat().st_size for p in (out / "blobs2").iterdir())
+    assert stored < 64 << 10, f"{stored} bytes stored although every chunk is in the dictionary"
+    st, v = api.call("POST", "/api/v1/build", {"source": str(a.src), "source_type": "squashfs",
+                                                "bootstrap": str(out / "x"), "blob_dir": str(out / "blobs")})
+    assert st == 400 and "squashfs" in v["message"], f"{st} {v}"
+    d.stop()
