@@ -23,6 +23,7 @@ pub mod inspect;
 pub mod merge;
 pub mod parent;
 pub mod stat;
+mod tar_sparse;
 pub mod tarball;
 pub mod tree;
 pub mod unpack;

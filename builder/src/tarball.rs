@@ -31,6 +31,7 @@ use tar::EntryType;
 
 use crate::blob::Feeder;
 use crate::error::{BuildError, Result};
+use crate::tar_sparse;
 use crate::tree::{Inode, Tree, WhiteoutSpec, OCI_OPAQUE, OCI_WHITEOUT_PREFIX, OVERLAY_OPAQUE_XATTR};
 
 /// Compression of a tar source.
@@ -460,12 +461,33 @@ pub fn read_tar(
             .unwrap_or_default();
         last.clone_from(&path);
         let size = pax.size.unwrap_or(hsize);
-        let inode = entry_node(&mut tt, h, kind, &path, &link, &pax, size, &mut skipped)?;
+        // GNU sparse: the stored data is the segments; the file is `real` bytes.
+        let sparse = if kind == EntryType::GNUSparse {
+            let header = block;
+            let (map, real) = tar_sparse::read_map(&header, size, |b| match st.block(b) {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "archive ends")),
+                Err(e) => Err(e),
+            })
+            .map_err(|e| entry_err(&path, e))?;
+            Some((map, real))
+        } else {
+            None
+        };
+        let file_size = sparse.as_ref().map_or(size, |(_, real)| *real);
+        let inode = entry_node(&mut tt, h, kind, &path, &link, &pax, file_size, &mut skipped)?;
         let mut data = (&mut st.r).take(size);
         if let Some(inode) = inode {
-            if size > 0 {
+            if file_size > 0 {
                 let name = format!("tar entry {}", String::from_utf8_lossy(&path));
-                if !feeder.feed_reader(inode, &mut data, size, &name)? {
+                let fed = match sparse {
+                    Some((map, real)) => {
+                        let mut whole = tar_sparse::SparseReader::new(&mut data, map, real);
+                        feeder.feed_reader(inode, &mut whole, real, &name)?
+                    }
+                    None => feeder.feed_reader(inode, &mut data, size, &name)?,
+                };
+                if !fed {
                     return Err(crate::blob::Feeder::stopped());
                 }
             }
@@ -530,7 +552,7 @@ fn entry_node(
     xattrs.sort();
     let mut meta = NodeSpec { uid, gid, mtime, mtime_nsec, xattrs, ..Default::default() };
     let ifmt = match kind {
-        EntryType::Regular | EntryType::Continuous => libc_ifmt::S_IFREG,
+        EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => libc_ifmt::S_IFREG,
         EntryType::Directory => libc_ifmt::S_IFDIR,
         EntryType::Symlink => libc_ifmt::S_IFLNK,
         EntryType::Char => libc_ifmt::S_IFCHR,
@@ -540,11 +562,13 @@ fn entry_node(
             tt.hard_link(&comps, link, path)?;
             return Ok(None);
         }
-        EntryType::GNUSparse => return Err(entry_err(path, "GNU sparse entries are not supported")),
         other => return Err(entry_err(path, format!("unsupported entry type {:?}", other.as_byte() as char))),
     };
     if pax.sparse {
-        return Err(entry_err(path, "PAX sparse entries are not supported"));
+        return Err(entry_err(
+            path,
+            "PAX sparse entries are not supported (repack with `tar --sparse --format=gnu`, or without --sparse)",
+        ));
     }
     meta.mode = ifmt | mode;
     match ifmt {
