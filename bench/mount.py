@@ -613,6 +613,9 @@ def main():
     ap.add_argument("--warm-runs", type=int, default=3,
                     help="warm runs after each cold run; the median is reported "
                          "(default %(default)s)")
+    ap.add_argument("--cold-runs", type=int, default=1,
+                    help="cold runs per operation and mount, each with a fresh daemon and cache; "
+                         "the median is reported (default %(default)s)")
     ap.add_argument("--fio-runtime", type=int, default=10,
                     help="seconds per fio run (default %(default)s)")
     ap.add_argument("--max-load", type=float, default=1.0,
@@ -814,53 +817,74 @@ def main():
             log("%s (%s):" % (op, label))
             for kind in KINDS:
                 m = {"native": tree, "erofs": mnt_erofs, "nydusd": mnt_nydusd}[kind]
-                runs = []
-                d = None
-                if kind == "nydusd":
-                    fresh_cache()
-                    d = new_daemon(op)
-                    drop_caches()
-                    current = d
-                    try:
-                        d.start()
-                    except RuntimeError as e:
-                        r = {"ok": False, "error": str(e)}
-                        log("  %-7s cold : FAILED: %s" % (kind, e))
-                        results[kind][op] = {"cold": None, "warm": None, "runs": [r]}
-                        finish_daemon(d, op)
-                        continue
-                    log("  %-7s daemon ready %.3f s after exec" % (kind, d.ready_s))
-                for i in range(1 + args.warm_runs):
-                    phase = "cold" if i == 0 else "warm"
-                    if phase == "cold":
+                cold_runs = []
+                first_runs, first_rec = [], None
+                for rep in range(args.cold_runs):
+                    warm_n = args.warm_runs if rep == 0 else 0
+                    runs = []
+                    d = None
+                    if kind == "nydusd":
+                        fresh_cache()
+                        d = new_daemon(op)
                         drop_caches()
-                    cpu0 = d.cpu() if d else None
-                    try:
-                        r = OP_FUNCS[op](m, ctx)
-                    except Exception as e:  # keep going whatever one run does
-                        r = {"ok": False, "error": "%s: %s" % (type(e).__name__, e)}
-                    if d is not None:
-                        cpu1 = d.cpu()
-                        if cpu0 is not None and cpu1 is not None:
-                            r["daemon_cpu_s"] = round(cpu1 - cpu0, 3)
-                        if not d.alive():
-                            r["ok"] = False
-                            r["error"] = "nydusd died (status %s)%s" % (
-                                d.proc.returncode, d.log_tail())
-                    r["phase"] = phase
-                    runs.append(r)
-                    log("  %-7s %-5s: %s" % (kind, phase if i < 2 else "", describe_run(op, r)))
-                    if not r["ok"]:
+                        current = d
+                        try:
+                            d.start()
+                        except RuntimeError as e:
+                            r = {"ok": False, "error": str(e)}
+                            log("  %-7s cold : FAILED: %s" % (kind, e))
+                            cold_runs.append(r)
+                            if rep == 0:
+                                first_runs = [r]
+                            finish_daemon(d, op)
+                            break
+                        log("  %-7s daemon ready %.3f s after exec" % (kind, d.ready_s))
+                    for i in range(1 + warm_n):
+                        phase = "cold" if i == 0 else "warm"
+                        if phase == "cold":
+                            drop_caches()
+                        cpu0 = d.cpu() if d else None
+                        try:
+                            r = OP_FUNCS[op](m, ctx)
+                        except Exception as e:  # keep going whatever one run does
+                            r = {"ok": False, "error": "%s: %s" % (type(e).__name__, e)}
+                        if d is not None:
+                            cpu1 = d.cpu()
+                            if cpu0 is not None and cpu1 is not None:
+                                r["daemon_cpu_s"] = round(cpu1 - cpu0, 3)
+                            if not d.alive():
+                                r["ok"] = False
+                                r["error"] = "nydusd died (status %s)%s" % (
+                                    d.proc.returncode, d.log_tail())
+                        r["phase"] = phase
+                        runs.append(r)
+                        log("  %-7s %-5s: %s" % (kind, phase if i < 2 else "", describe_run(op, r)))
+                        if not r["ok"]:
+                            break
+                    # Inside the repetition: keep this one's cold sample,
+                    # and the warm runs and daemon record of the first.
+                    if runs:
+                        cold_runs.append(runs[0])
+                    rec = finish_daemon(d, op) if d is not None else None
+                    if rep == 0:
+                        first_runs, first_rec = runs, rec
+                    if not runs or not runs[0]["ok"]:
                         break
-                cold = runs[0] if runs and runs[0]["ok"] else None
+                runs, rec = first_runs, first_rec
+                cold_ok = [r for r in cold_runs if r["ok"]]
+                cold = None
+                if cold_ok and len(cold_ok) == len(cold_runs):
+                    mv = median([r["value"] for r in cold_ok])
+                    cold = next(r for r in cold_ok if r["value"] == mv)
                 warm_ok = [r for r in runs[1:] if r["ok"]]
                 warm = None
                 if len(warm_ok) == args.warm_runs:
                     mv = median([r["value"] for r in warm_ok])
                     warm = next(r for r in warm_ok if r["value"] == mv)
-                results[kind][op] = {"cold": cold, "warm": warm, "runs": runs}
-                if d is not None:
-                    rec = finish_daemon(d, op)
+                results[kind][op] = {"cold": cold, "warm": warm, "runs": runs, "cold_runs": cold_runs}
+                if args.cold_runs > 1 and cold is not None:
+                    log("  %-7s cold median of %d: %s" % (kind, len(cold_runs), describe_run(op, cold)))
+                if rec is not None:
                     results[kind][op]["daemon"] = rec
                     if op == "readall" and rec["vmhwm_kib"] and cold and warm:
                         rss_after_readall = rec["vmhwm_kib"] / 1024.0
@@ -958,7 +982,7 @@ def main():
            "tree": dict(stats, path=tree, random_file=has_big),
            "versions": versions, "binaries": {"nydus-image": image_bin, "nydusd": nydusd_bin},
            "image": image,
-           "settings": {"ops": ops, "warm_runs": args.warm_runs,
+           "settings": {"ops": ops, "warm_runs": args.warm_runs, "cold_runs": args.cold_runs,
                         "fio_runtime_s": args.fio_runtime, "threads": args.threads,
                         "nydusd_config": json.load(open(cfgpath))
                         if os.path.exists(cfgpath) else None},
