@@ -13,7 +13,7 @@ mod forward_proxy;
 
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use reqwest::blocking::{Client, Request, RequestBuilder, Response};
@@ -132,6 +132,52 @@ impl HttpClient {
             Some(p) => p.execute(&self.client, req),
             None => self.client.execute(req),
         }
+    }
+
+    /// `BlobReader::blob_size` of a blob read with ranged GETs: the size in
+    /// `size`, else learnt from a one-byte read through `fetch` and kept;
+    /// `server` names the server in the error ("the registry").
+    pub(crate) fn ranged_size(
+        &self,
+        size: &OnceLock<u64>,
+        blob_id: &str,
+        url: &str,
+        server: &str,
+        mut fetch: impl FnMut(&mut [u8], u64) -> Attempt<RangeRead>,
+    ) -> Result<u64> {
+        if let Some(s) = size.get() {
+            return Ok(*s);
+        }
+        let mut one = [0u8; 1];
+        match self.retry(blob_id, url, || fetch(&mut one, 0))?.total {
+            Some(t) => Ok(*size.get_or_init(|| t)),
+            None => Err(StorageError::Remote {
+                blob_id: blob_id.to_string(),
+                url: url.to_string(),
+                cause: format!("{server} did not tell the blob's size (no Content-Range total or Content-Length)"),
+            }),
+        }
+    }
+
+    /// `BlobReader::read_at` over ranged GETs (`fetch`), keeping in `size`
+    /// the blob size an answer tells; reads at or past a known end are empty.
+    pub(crate) fn ranged_read(
+        &self,
+        size: &OnceLock<u64>,
+        blob_id: &str,
+        url: &str,
+        buf: &mut [u8],
+        offset: u64,
+        mut fetch: impl FnMut(&mut [u8], u64) -> Attempt<RangeRead>,
+    ) -> Result<usize> {
+        if buf.is_empty() || size.get().is_some_and(|&s| offset >= s) {
+            return Ok(0);
+        }
+        let r = self.retry(blob_id, url, || fetch(buf, offset))?;
+        if let Some(t) = r.total {
+            let _ = size.set(t);
+        }
+        Ok(r.len)
     }
 
     /// Run `attempt` until it succeeds or fails for good; transient failures
@@ -289,63 +335,100 @@ pub(crate) struct RangeRead {
 pub(crate) fn read_range(resp: Response, offset: u64, buf: &mut [u8], blob_id: &str, url: &str) -> Attempt<RangeRead> {
     let status = resp.status();
     let headers = resp.headers().clone();
-    let content_range = headers.get(CONTENT_RANGE).and_then(|v| v.to_str().ok()).and_then(parse_content_range);
-    let content_length =
-        headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
+    let text = |name| headers.get(name).and_then(|v: &reqwest::header::HeaderValue| v.to_str().ok());
     let bad = |cause: String| {
         Failure::Fatal(StorageError::Remote { blob_id: blob_id.to_string(), url: url.to_string(), cause })
     };
-    match status {
-        StatusCode::PARTIAL_CONTENT => {
-            let Some((Some((start, end)), total)) = content_range else {
-                return Err(bad("206 response without a valid Content-Range".into()));
-            };
-            if start != offset {
-                return Err(bad(format!("asked for bytes from {offset}, the server sent {start}-{end}")));
+    let reply = RangeReply {
+        status,
+        content_range: text(CONTENT_RANGE).and_then(parse_content_range),
+        content_length: text(CONTENT_LENGTH).and_then(|v| v.trim().parse::<u64>().ok()),
+        body: resp,
+    };
+    let cut = |e: io::Error| Failure::transient(format!("response body cut short: {e}"));
+    reply
+        .read_into(offset, buf, &bad, &cut)
+        .unwrap_or_else(|| Err(bad(format!("unexpected status {status} for a ranged read"))))
+}
+
+/// The parts of an answer to a ranged `GET` that say which bytes it holds,
+/// whatever carried it (reqwest, or the Unix-socket client).
+pub(crate) struct RangeReply<R> {
+    pub(crate) status: StatusCode,
+    pub(crate) content_range: Option<ContentRange>,
+    pub(crate) content_length: Option<u64>,
+    pub(crate) body: R,
+}
+
+impl<R: Read> RangeReply<R> {
+    /// Copy the asked slice into `buf` (see [`read_range`]); `None` for a
+    /// status other than 206, 200 and 416. `bad` makes a fatal failure of a
+    /// reason, `io_err` a failure of a body read error.
+    pub(crate) fn read_into(
+        self,
+        offset: u64,
+        buf: &mut [u8],
+        bad: &dyn Fn(String) -> Failure,
+        io_err: &dyn Fn(io::Error) -> Failure,
+    ) -> Option<Attempt<RangeRead>> {
+        Some(match self.status {
+            StatusCode::PARTIAL_CONTENT => self.partial(offset, buf, bad, io_err),
+            StatusCode::OK => self.whole(offset, buf, io_err),
+            StatusCode::RANGE_NOT_SATISFIABLE => {
+                Ok(RangeRead { len: 0, total: self.content_range.and_then(|(_, t)| t) })
             }
-            let n = usize::try_from(end - start + 1).unwrap_or(usize::MAX).min(buf.len());
-            let mut body = resp;
-            read_exact(&mut body, &mut buf[..n])?;
-            Ok(RangeRead { len: n, total })
+            _ => return None,
+        })
+    }
+
+    /// A 206: its range must start at `offset`.
+    fn partial(
+        mut self,
+        offset: u64,
+        buf: &mut [u8],
+        bad: &dyn Fn(String) -> Failure,
+        io_err: &dyn Fn(io::Error) -> Failure,
+    ) -> Attempt<RangeRead> {
+        let Some((Some((start, end)), total)) = self.content_range else {
+            return Err(bad("206 response without a valid Content-Range".into()));
+        };
+        if start != offset {
+            return Err(bad(format!("asked for bytes from {offset}, the server sent {start}-{end}")));
         }
-        StatusCode::OK => {
-            let mut body = resp;
-            // The server ignored Range: skip to `offset`, then take the slice.
-            let skipped = io::copy(&mut (&mut body).take(offset), &mut io::sink())
-                .map_err(|e| Failure::transient(format!("response body cut short: {e}")))?;
-            if skipped < offset {
-                return Ok(RangeRead { len: 0, total: content_length });
-            }
-            let n = read_up_to(&mut body, buf)?;
-            if let Some(total) = content_length {
-                let want = total.saturating_sub(offset).min(buf.len() as u64);
-                if (n as u64) < want {
-                    return Err(Failure::transient(format!("response body cut short: got {n} of {want} bytes")));
-                }
-            }
-            Ok(RangeRead { len: n, total: content_length })
+        let n = usize::try_from(end - start + 1).unwrap_or(usize::MAX).min(buf.len());
+        let got = read_up_to(&mut self.body, &mut buf[..n], io_err)?;
+        if got < n {
+            return Err(Failure::transient(format!("response body cut short: got {got} of {n} bytes")));
         }
-        StatusCode::RANGE_NOT_SATISFIABLE => Ok(RangeRead { len: 0, total: content_range.and_then(|(_, t)| t) }),
-        other => Err(bad(format!("unexpected status {other} for a ranged read"))),
+        Ok(RangeRead { len: n, total })
+    }
+
+    /// A 200: the server ignored Range; skip to `offset`, then take the slice.
+    fn whole(mut self, offset: u64, buf: &mut [u8], io_err: &dyn Fn(io::Error) -> Failure) -> Attempt<RangeRead> {
+        let skipped = io::copy(&mut (&mut self.body).take(offset), &mut io::sink()).map_err(io_err)?;
+        if skipped < offset {
+            return Ok(RangeRead { len: 0, total: self.content_length });
+        }
+        let n = read_up_to(&mut self.body, buf, io_err)?;
+        if let Some(total) = self.content_length {
+            let want = total.saturating_sub(offset).min(buf.len() as u64);
+            if (n as u64) < want {
+                return Err(Failure::transient(format!("response body cut short: got {n} of {want} bytes")));
+            }
+        }
+        Ok(RangeRead { len: n, total: self.content_length })
     }
 }
 
-fn read_exact(r: &mut impl Read, buf: &mut [u8]) -> Attempt<()> {
-    let n = read_up_to(r, buf)?;
-    if n < buf.len() {
-        return Err(Failure::transient(format!("response body cut short: got {n} of {} bytes", buf.len())));
-    }
-    Ok(())
-}
-
-fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> Attempt<usize> {
+/// Read into `buf` until it is full or the body ends; returns the bytes read.
+pub(crate) fn read_up_to(r: &mut impl Read, buf: &mut [u8], io_err: &dyn Fn(io::Error) -> Failure) -> Attempt<usize> {
     let mut done = 0;
     while done < buf.len() {
         match r.read(&mut buf[done..]) {
             Ok(0) => break,
             Ok(n) => done += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Failure::transient(format!("response body cut short: {e}"))),
+            Err(e) => return Err(io_err(e)),
         }
     }
     Ok(done)

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::StatusCode;
 
-use crate::backend::http::{parse_content_range, status_failure, Attempt, Failure, RangeRead};
+use crate::backend::http::{parse_content_range, status_failure, Attempt, Failure, RangeRead, RangeReply};
 use crate::config::HttpConfig;
 use crate::error::StorageError;
 
@@ -142,39 +142,17 @@ impl UnixGet<'_> {
         if text("transfer-encoding").is_some_and(|t| !t.eq_ignore_ascii_case("identity")) {
             return Err(self.fatal("chunked responses are not supported over a Unix socket; send Content-Length"));
         }
-        let content_range = text("content-range").and_then(parse_content_range);
-        let content_length = text("content-length").and_then(|v| v.parse::<u64>().ok());
+        let reply = RangeReply {
+            status,
+            content_range: text("content-range").and_then(parse_content_range),
+            content_length: text("content-length").and_then(|v| v.parse::<u64>().ok()),
+            body: &mut body,
+        };
+        let io_err = |e| io_failure("reading the body", e);
+        if let Some(r) = reply.read_into(offset, buf, &|cause| self.fatal(cause), &io_err) {
+            return r;
+        }
         match status {
-            StatusCode::PARTIAL_CONTENT => {
-                let Some((Some((start, end)), total)) = content_range else {
-                    return Err(self.fatal("206 response without a valid Content-Range"));
-                };
-                if start != offset {
-                    return Err(self.fatal(format!("asked for bytes from {offset}, the server sent {start}-{end}")));
-                }
-                let n = usize::try_from(end - start + 1).unwrap_or(usize::MAX).min(buf.len());
-                let got = read_up_to(&mut body, &mut buf[..n])?;
-                if got < n {
-                    return Err(Failure::transient(format!("response body cut short: got {got} of {n} bytes")));
-                }
-                Ok(RangeRead { len: n, total })
-            }
-            StatusCode::OK => {
-                let skipped = io::copy(&mut (&mut body).take(offset), &mut io::sink())
-                    .map_err(|e| io_failure("reading the body", e))?;
-                if skipped < offset {
-                    return Ok(RangeRead { len: 0, total: content_length });
-                }
-                let n = read_up_to(&mut body, buf)?;
-                if let Some(total) = content_length {
-                    let want = total.saturating_sub(offset).min(buf.len() as u64);
-                    if (n as u64) < want {
-                        return Err(Failure::transient(format!("response body cut short: got {n} of {want} bytes")));
-                    }
-                }
-                Ok(RangeRead { len: n, total: content_length })
-            }
-            StatusCode::RANGE_NOT_SATISFIABLE => Ok(RangeRead { len: 0, total: content_range.and_then(|(_, t)| t) }),
             StatusCode::NOT_FOUND => Err(Failure::Fatal(StorageError::BlobNotFound {
                 blob_id: self.blob_id.into(),
                 tried: self.shown.into(),
@@ -188,17 +166,4 @@ impl UnixGet<'_> {
             )),
         }
     }
-}
-
-fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> Attempt<usize> {
-    let mut done = 0;
-    while done < buf.len() {
-        match r.read(&mut buf[done..]) {
-            Ok(0) => break,
-            Ok(n) => done += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(io_failure("reading the body", e)),
-        }
-    }
-    Ok(done)
 }

@@ -128,35 +128,11 @@ struct RegistryBlob {
 
 impl BlobReader for RegistryBlob {
     fn blob_size(&self) -> Result<u64> {
-        if let Some(s) = self.size.get() {
-            return Ok(*s);
-        }
-        let mut one = [0u8; 1];
-        let r = self.reg.http.retry(&self.blob_id, &self.shown, || self.fetch(&mut one, 0))?;
-        match r.total {
-            Some(t) => Ok(*self.size.get_or_init(|| t)),
-            None => Err(StorageError::Remote {
-                blob_id: self.blob_id.clone(),
-                url: self.shown.clone(),
-                cause: "the registry did not tell the blob's size (no Content-Range total or Content-Length)".into(),
-            }),
-        }
+        self.reg.http.ranged_size(&self.size, &self.blob_id, &self.shown, "the registry", |b, o| self.fetch(b, o))
     }
 
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<usize> {
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        if let Some(&size) = self.size.get() {
-            if offset >= size {
-                return Ok(0);
-            }
-        }
-        let r = self.reg.http.retry(&self.blob_id, &self.shown, || self.fetch(buf, offset))?;
-        if let Some(t) = r.total {
-            let _ = self.size.set(t);
-        }
-        Ok(r.len)
+        self.reg.http.ranged_read(&self.size, &self.blob_id, &self.shown, buf, offset, |b, o| self.fetch(b, o))
     }
 }
 
