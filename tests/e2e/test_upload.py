@@ -20,24 +20,10 @@ import pytest
 import treecmp
 import util
 from nydusd import daemons, nydusd_bin, write_config  # noqa: F401
-from registry import PASSWORD, Registry, basic
-from test_backend_registry import registry_v1
+from registry import PASSWORD, basic
+from test_backend_registry import registries, registry_v1  # noqa: F401  (pytest fixture)
 
 REPO = "test/upload"
-
-
-@pytest.fixture
-def registries(tmp_path):
-    started = []
-
-    def make(auth=None):
-        r = Registry(tmp_path / f"registry-{len(started)}", auth)
-        started.append(r)
-        return r
-
-    yield make
-    for r in started:
-        r.stop()
 
 
 def reg_config(reg, auth=None, **extra) -> str:
