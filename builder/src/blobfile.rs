@@ -5,7 +5,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use nydus_format::blob_meta::{decode_trailer, ChunkLocation};
-use nydus_format::reader::{BlobInfo, Bootstrap, ChunkIndex};
+use nydus_format::reader::{recorded_locations, BlobInfo, Bootstrap, ChunkIndex};
 
 use crate::error::{BuildError, Result};
 
@@ -100,7 +100,12 @@ impl BlobSet {
     /// or from `blob_dir/<blob id>`.
     pub fn open<B: AsRef<[u8]>>(boot: &Bootstrap<B>, blob: Option<&Path>, blob_dir: Option<&Path>) -> Result<Self> {
         let mut blobs = Vec::new();
-        let records = boot.chunk_records().map_err(|e| BuildError::Invalid(e.to_string()))?;
+        // Only blobs without a ci array (RAFS v5 images) need the chunk records.
+        let records = if boot.blobs.iter().any(|b| b.ci_uncompressed_size == 0) {
+            boot.chunk_records().map_err(|e| BuildError::Invalid(e.to_string()))?
+        } else {
+            Vec::new()
+        };
         for info in &boot.blobs {
             let path = match (blob, blob_dir) {
                 (Some(b), _) if boot.blobs.len() == 1 => b.to_path_buf(),
@@ -120,20 +125,7 @@ impl BlobSet {
             if !path.exists() {
                 return Err(BuildError::Invalid(format!("blob {} not found at {}", info.blob_id, path.display())));
             }
-            let known = (info.ci_uncompressed_size == 0).then(|| {
-                let mut locs = vec![ChunkLocation::default(); info.chunk_count as usize];
-                for r in records.iter().filter(|r| r.blob_index == info.blob_index) {
-                    if let Some(l) = locs.get_mut(r.index as usize) {
-                        *l = ChunkLocation {
-                            compressed_offset: r.compressed_offset,
-                            compressed_size: r.compressed_size,
-                            uncompressed_offset: r.uncompressed_offset,
-                            uncompressed_size: r.uncompressed_size,
-                        };
-                    }
-                }
-                locs
-            });
+            let known = (info.ci_uncompressed_size == 0).then(|| recorded_locations(&records, info));
             blobs.push(BlobFile::open_located(&path, info, known)?);
         }
         Ok(Self { blobs })

@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 
 use zerocopy::FromBytes;
 
-use crate::blob_meta::CiDescriptor;
+use crate::blob_meta::{ChunkLocation, CiDescriptor};
 use crate::codec::{Compressor, Digest, Digester};
 use crate::dir::{self, DirEntry};
 use crate::error::{FormatError, Result};
@@ -207,6 +207,31 @@ pub struct ChunkInfo {
     pub index: u32,
     /// CRC-32C.
     pub crc32: u32,
+}
+
+impl ChunkInfo {
+    /// Where the chunk is stored and where its plain bytes go.
+    pub fn location(&self) -> ChunkLocation {
+        ChunkLocation {
+            compressed_offset: self.compressed_offset,
+            compressed_size: self.compressed_size,
+            uncompressed_offset: self.uncompressed_offset,
+            uncompressed_size: self.uncompressed_size,
+        }
+    }
+}
+
+/// The chunk locations of blob `info`, by ci index, taken from the
+/// bootstrap's chunk `records`: for blobs without a ci array of their own
+/// (RAFS v5 images). A ci index no record names stays all zero.
+pub fn recorded_locations(records: &[ChunkInfo], info: &BlobInfo) -> Vec<ChunkLocation> {
+    let mut locs = vec![ChunkLocation::default(); info.chunk_count as usize];
+    for r in records.iter().filter(|r| r.blob_index == info.blob_index) {
+        if let Some(l) = locs.get_mut(r.index as usize) {
+            *l = r.location();
+        }
+    }
+    locs
 }
 
 /// A parsed RAFS v6 bootstrap over any byte buffer.

@@ -21,7 +21,7 @@ use crate::error::{FormatError, Result};
 use crate::flags;
 use crate::ondisk::MAX_CHUNKS_PER_BLOB;
 use crate::reader::{detect_version, Bootstrap};
-use crate::writer::{write_bootstrap, BlobSpec, ChunkSpec, ImageSpec, NodeSpec};
+use crate::writer::{libc_ifmt, write_bootstrap, BlobSpec, ChunkSpec, ImageSpec, NodeSpec};
 
 const SB_SIZE: usize = 8192;
 const INODE_SIZE: usize = 128;
@@ -180,7 +180,7 @@ fn record(d: &[u8], off: usize, chunk_size: u32, nblobs: usize) -> Result<Record
     let mut pos = off + INODE_SIZE;
     let name = bytes_at(d, pos, name_size)?.to_vec();
     pos += align8(name_size);
-    let fmt = mode & libc_fmt::S_IFMT;
+    let fmt = mode & libc_ifmt::S_IFMT;
     let mut node = NodeSpec {
         name,
         mode,
@@ -193,8 +193,8 @@ fn record(d: &[u8], off: usize, chunk_size: u32, nblobs: usize) -> Result<Record
         rdev: ((rdev >> 8) & 0xfff, (rdev & 0xff) | ((rdev >> 12) & 0xfff00)),
         ..Default::default()
     };
-    if iflags & I_SYMLINK != 0 || fmt == libc_fmt::S_IFLNK {
-        if fmt != libc_fmt::S_IFLNK || symlink_size == 0 {
+    if iflags & I_SYMLINK != 0 || fmt == libc_ifmt::S_IFLNK {
+        if fmt != libc_ifmt::S_IFLNK || symlink_size == 0 {
             return Err(bad(off + 102, "symlink flag, mode and target size disagree"));
         }
         node.symlink = bytes_at(d, pos, symlink_size)?.to_vec();
@@ -215,7 +215,7 @@ fn record(d: &[u8], off: usize, chunk_size: u32, nblobs: usize) -> Result<Record
         node.xattrs.sort();
         pos += align8(8 + total);
     }
-    if fmt == libc_fmt::S_IFREG {
+    if fmt == libc_ifmt::S_IFREG {
         let want = node.size.div_ceil(chunk_size as u64);
         if child_count as u64 != want {
             return Err(bad(off + 96, format!("{child_count} chunks for a {}-byte file", node.size)));
@@ -244,14 +244,6 @@ fn record(d: &[u8], off: usize, chunk_size: u32, nblobs: usize) -> Result<Record
     Ok(Record { parent: u64_at(d, off + 32)?, ino: u64_at(d, off + 40)?, node, child_index, child_count })
 }
 
-/// File type bits (kept local so the format crate needs no libc).
-mod libc_fmt {
-    pub const S_IFMT: u32 = 0o170000;
-    pub const S_IFREG: u32 = 0o100000;
-    pub const S_IFDIR: u32 = 0o040000;
-    pub const S_IFLNK: u32 = 0o120000;
-}
-
 /// Decode the v5 bootstrap `d` and encode the same image as RAFS v6.
 pub fn to_v6(d: &[u8]) -> Result<Vec<u8>> {
     let sb = superblock(d)?;
@@ -276,7 +268,7 @@ pub fn to_v6(d: &[u8]) -> Result<Vec<u8>> {
         let mut node = r.node.clone();
         node.ino = r.ino as u32;
         if idx == 1 {
-            if r.node.mode & libc_fmt::S_IFMT != libc_fmt::S_IFDIR {
+            if r.node.mode & libc_ifmt::S_IFMT != libc_ifmt::S_IFDIR {
                 return Err(bad(sb.inode_table, "the root is not a directory"));
             }
             node.name.clear();
@@ -289,12 +281,12 @@ pub fn to_v6(d: &[u8]) -> Result<Vec<u8>> {
             let target = r.ino.checked_sub(1).filter(|&t| (t as usize) < i).ok_or_else(|| {
                 bad(sb.inode_table + 4 * i, format!("inode {idx} links to {} which does not precede it", r.ino))
             })? as usize;
-            if recs[target].node.mode & libc_fmt::S_IFMT == libc_fmt::S_IFDIR {
+            if recs[target].node.mode & libc_ifmt::S_IFMT == libc_ifmt::S_IFDIR {
                 return Err(bad(sb.inode_table + 4 * i, "a hard link to a directory"));
             }
             node.link_to = Some(target);
         }
-        if r.node.mode & libc_fmt::S_IFMT == libc_fmt::S_IFDIR && r.child_count > 0 {
+        if r.node.mode & libc_ifmt::S_IFMT == libc_ifmt::S_IFDIR && r.child_count > 0 {
             let first = r.child_index as u64;
             let last = first + r.child_count as u64 - 1;
             if first <= idx || last > n as u64 {

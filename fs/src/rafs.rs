@@ -6,9 +6,8 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
-use nydus_format::blob_meta::ChunkLocation;
 use nydus_format::flags;
-use nydus_format::reader::{Bootstrap, Inode};
+use nydus_format::reader::{recorded_locations, Bootstrap, Inode};
 use nydus_format::writer::libc_ifmt as ifmt;
 use nydus_format::Digest;
 use nydus_storage::{BlobCacheManager, CachedBlob, ChunkSink};
@@ -58,32 +57,16 @@ impl Rafs {
         let records = boot.chunk_records()?;
         let mut digests: Vec<Vec<Option<Digest>>> =
             boot.blobs.iter().map(|b| vec![None; b.chunk_count as usize]).collect();
-        // Blobs without a ci array (RAFS v5 images) are located from the
-        // bootstrap's chunk records.
-        let mut located: Vec<Option<Vec<ChunkLocation>>> = boot
-            .blobs
-            .iter()
-            .map(|b| (b.ci_uncompressed_size == 0).then(|| vec![ChunkLocation::default(); b.chunk_count as usize]))
-            .collect();
-        for r in records {
+        for r in &records {
             if let Some(slot) = digests.get_mut(r.blob_index as usize).and_then(|d| d.get_mut(r.index as usize)) {
                 *slot = Some(r.digest);
             }
-            if let Some(slot) = located
-                .get_mut(r.blob_index as usize)
-                .and_then(Option::as_mut)
-                .and_then(|l| l.get_mut(r.index as usize))
-            {
-                *slot = ChunkLocation {
-                    compressed_offset: r.compressed_offset,
-                    compressed_size: r.compressed_size,
-                    uncompressed_offset: r.uncompressed_offset,
-                    uncompressed_size: r.uncompressed_size,
-                };
-            }
         }
         let mut blobs = Vec::with_capacity(boot.blobs.len());
-        for ((info, d), known) in boot.blobs.iter().zip(digests).zip(located) {
+        for (info, d) in boot.blobs.iter().zip(digests) {
+            // Blobs without a ci array (RAFS v5 images) are located from the
+            // bootstrap's chunk records.
+            let known = (info.ci_uncompressed_size == 0).then(|| recorded_locations(&records, info));
             blobs.push(cache.open_blob_located(info, d, known)?);
         }
         let owner = if boot.sb.flags & flags::EXPLICIT_UID_GID == 0 {
