@@ -105,7 +105,7 @@ impl Mounted {
         }
         // Only now: a stat of the mountpoint waits for the workers to answer FUSE_INIT.
         let dev = std::fs::metadata(mp).ok().map(|m| std::os::unix::fs::MetadataExt::dev(&m));
-        let conn_id = dev.map(dev_minor);
+        let conn_id = dev.map(|d| libc::minor(d));
         if let Some(dev) = dev {
             raise_readahead(dev, READ_AHEAD_KB);
         }
@@ -141,16 +141,6 @@ impl Mounted {
     }
 }
 
-/// The minor number of device `dev` (glibc's `gnu_dev_minor` encoding).
-fn dev_minor(dev: u64) -> u32 {
-    ((dev & 0xff) | ((dev >> 12) & 0xfff00)) as u32
-}
-
-/// The major number of device `dev`.
-fn dev_major(dev: u64) -> u32 {
-    (((dev >> 8) & 0xfff) | ((dev >> 32) & 0xffff_f000)) as u32
-}
-
 /// Readahead window of the mount, in KiB: one full FUSE request (fuse-backend-rs
 /// negotiates 1 MiB reads). The kernel starts FUSE mounts at 128 KiB, which
 /// splits every sequential megabyte into eight round trips.
@@ -160,7 +150,7 @@ const READ_AHEAD_KB: u32 = 1024;
 /// KiB, unless it is already larger. Best effort: a kernel without the
 /// sysfs knob only costs speed.
 fn raise_readahead(dev: u64, kb: u32) {
-    let path = format!("/sys/class/bdi/{}:{}/read_ahead_kb", dev_major(dev), dev_minor(dev));
+    let path = format!("/sys/class/bdi/{}:{}/read_ahead_kb", libc::major(dev), libc::minor(dev));
     let current = std::fs::read_to_string(&path).ok().and_then(|s| s.trim().parse::<u32>().ok());
     if current.is_some_and(|c| c >= kb) {
         return;
