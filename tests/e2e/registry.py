@@ -79,6 +79,12 @@ class Proc:
                 self.proc.wait(5)
 
 
+def registry_env() -> dict:
+    """docker-registry's environment: its S3 driver fails on the
+    AWS_CA_BUNDLE this machine's environment sets."""
+    return {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+
+
 class Registry:
     """docker-registry serving from ``root``; ``auth`` is None, "basic" or "token"."""
 
@@ -118,9 +124,7 @@ class Registry:
                         f"{self._storage_yaml()}"
                         f"{self._http_yaml()}{auth_yml}")
         self.log = self.tmp / "registry.log"
-        # Its S3 driver fails on the AWS_CA_BUNDLE this environment sets.
-        env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
-        self.procs.append(Proc([binary, "serve", conf], self.log, env=env))
+        self.procs.append(Proc([binary, "serve", conf], self.log, env=registry_env()))
         wait_port(self.port, self.procs[-1].proc, self.log)
 
     def _http_yaml(self) -> str:
@@ -138,6 +142,12 @@ class Registry:
     def kill_registry(self) -> None:
         """Stop the registry itself (not the token server)."""
         self.procs[-1].stop()
+
+    def restart_registry(self) -> None:
+        """Start the registry again after kill_registry(): same port, config and data."""
+        self.procs[-1] = Proc([shutil.which("docker-registry"), "serve", self.tmp / "registry.yml"], self.log,
+                              env=registry_env())
+        wait_port(self.port, self.procs[-1].proc, self.log)
 
     # -- client side ------------------------------------------------------
     def _auth_header(self, repo: str) -> dict:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import errno
 import os
-import subprocess
 import time
 
 import pytest
@@ -20,8 +19,8 @@ import pytest
 import treecmp
 import util
 from faultproxy import FaultProxy
-from nydusd import daemons, nydusd_bin, guarded, write_config  # noqa: F401
-from registry import Proc, Registry, basic, wait_port
+from nydusd import daemons, nydusd_bin, guarded, regular_files, write_config  # noqa: F401
+from registry import Registry, basic
 from test_backend_registry import REPO, registries, registry_v1, small_file  # noqa: F401
 
 
@@ -120,7 +119,7 @@ def test_flipped_byte_with_digest_validate_is_eio_never_wrong_bytes(src_small, s
         f"{kind}: wrong bytes or error\n{d.describe()}"
     assert "digest mismatch" in d.log_text(), d.describe()
     # Only bad answers: EIO.
-    other = next(r for r in sorted(util_regular(src_small.path))
+    other = next(r for r in regular_files(src_small.path)
                  if r != rel and 100 < os.path.getsize(src_small.path / r) < 4096)
     proxy.inject(*["flip"] * 50)
     read_eio(d, d.mountpoint / other, bound=20)
@@ -138,7 +137,7 @@ def test_token_expiring_mid_run_is_refreshed(src_small, daemons, tmp_path, monke
         img = util.create(src_small.path, tmp_path / "out")
         reg.push_blob(REPO, img.blob_path())
         d = mount(daemons, tmp_path, img, reg.host, top={"amplify_io": 0}, auth=basic())
-        files = sorted(p for p in util_regular(src_small.path))
+        files = regular_files(src_small.path)
         half = len(files) // 2
         for rel in files[:half]:
             assert (d.mountpoint / rel).read_bytes() == (src_small.path / rel).read_bytes(), rel
@@ -158,7 +157,7 @@ def test_registry_restarted_mid_read(src_small, registries, daemons, tmp_path):
     img = util.create(src_small.path, tmp_path / "out")
     reg.push_blob(REPO, img.blob_path())
     d = mount(daemons, tmp_path, img, reg.host, top={"amplify_io": 0}, timeout=2, retry_limit=2)
-    files = sorted(util_regular(src_small.path))
+    files = regular_files(src_small.path)
     half = len(files) // 2
     for rel in files[:half]:
         assert (d.mountpoint / rel).read_bytes() == (src_small.path / rel).read_bytes(), rel
@@ -168,26 +167,9 @@ def test_registry_restarted_mid_read(src_small, registries, daemons, tmp_path):
     kind, val = guarded(lambda: (d.mountpoint / probe).read_bytes(), timeout=40)
     assert (kind == "err" and val.errno == errno.EIO) or \
         (kind == "ok" and val == (src_small.path / probe).read_bytes()), f"{kind} {val!r}"
-    restart_registry(reg)
+    reg.restart_registry()
     for rel in files[half:]:
         kind, val = guarded(lambda: (d.mountpoint / rel).read_bytes(), timeout=40)
         assert kind == "ok" and val == (src_small.path / rel).read_bytes(), \
             f"{rel}: {kind} {val!r}\n{d.describe()}"
     assert d.alive()
-
-
-def util_regular(root) -> list:
-    out = []
-    for dirpath, _, names in os.walk(root):
-        for n in names:
-            p = os.path.join(dirpath, n)
-            if os.path.isfile(p) and not os.path.islink(p):
-                out.append(os.path.relpath(p, root))
-    return out
-
-
-def restart_registry(reg: Registry) -> None:
-    binary = subprocess.run(["sh", "-c", "command -v docker-registry"], capture_output=True,
-                            text=True, check=True).stdout.strip()
-    reg.procs[-1] = Proc([binary, "serve", reg.tmp / "registry.yml"], reg.log)
-    wait_port(reg.port, reg.procs[-1].proc, reg.log)
