@@ -25,6 +25,7 @@ import util
 from faultproxy import FaultProxy
 from nydusd import daemons, nydusd_bin, write_config  # noqa: F401
 from registry import Proc, Registry, basic, free_port, wait_port
+from test_api import Api, wait_socket
 from test_backend_registry import REPO, registries, registry_v1  # noqa: F401
 
 MIB = 1 << 20
@@ -55,8 +56,17 @@ def test_one_small_file_fetches_little_and_metadata_fetches_nothing(src_lazy, re
     proxy = FaultProxy(reg.port)
     try:
         cfg = {**registry_v1(proxy.host, tmp_path / "cache"), "amplify_io": AMPLIFY}
-        d = daemons.start(img.bootstrap, tmp_path / "mnt", config=write_config(tmp_path / "c.json", cfg))
+        sock = tmp_path / "api.sock"
+        d = daemons.start(img.bootstrap, tmp_path / "mnt", config=write_config(tmp_path / "c.json", cfg),
+                          extra=["--apisock", sock])
+        wait_socket(sock, d)
+        api = Api(sock)
+
+        def backend_bytes():  # as nydusd's own backend metrics count them
+            return api.ok("GET", "/api/v1/metrics/backend?id=/")["read_amount_total"]
+
         at_mount = proxy.blob_bytes  # the blob's chunk table
+        nydusd_at_mount = backend_bytes()
         assert at_mount < MIB, f"the mount fetched {at_mount} bytes"
         # Metadata only: no blob data.
         entries = 0
@@ -67,11 +77,14 @@ def test_one_small_file_fetches_little_and_metadata_fetches_nothing(src_lazy, re
         assert entries == 11 * 26
         assert proxy.blob_bytes == at_mount, \
             f"find + stat fetched {proxy.blob_bytes - at_mount} blob bytes"
+        assert backend_bytes() == nydusd_at_mount, "nydusd's metrics count backend reads for find + stat"
         # One small file: its chunk, plus at most one merge window.
         rel = "dir05/small7.txt"
         assert (d.mountpoint / rel).read_bytes() == (src_lazy / rel).read_bytes()
         fetched = proxy.blob_bytes - at_mount
         assert 0 < fetched <= 2 * MIB + AMPLIFY, f"reading one small file fetched {fetched} bytes"
+        by_nydusd = backend_bytes() - nydusd_at_mount
+        assert 0 < by_nydusd <= 2 * MIB + AMPLIFY, f"nydusd's metrics: one small file fetched {by_nydusd} bytes"
         d.stop()
     finally:
         proxy.stop()
