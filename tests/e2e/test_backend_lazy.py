@@ -2,7 +2,8 @@
 
 * A 220 MB image is mounted from docker-registry through a counting proxy:
   reading one small file fetches at most 2 MiB plus one merge window, and
-  ``find`` + ``stat`` of the whole tree fetches no blob data at all.
+  ``find`` + ``stat`` of the whole tree fetches no blob data at all, as
+  counted both by the proxy and by nydusd's backend metrics (API socket).
 * docker-registry with S3 storage (moto) answers blob GETs with 307
   redirects to the object store, as ECR or Docker Hub's CDN do: nydusd
   follows them, never sends the registry's credentials there, and the
