@@ -27,13 +27,23 @@ const READ_ATTEMPTS: usize = 4;
 #[derive(Default)]
 struct Kept {
     ci: Option<u32>,
-    data: Option<Vec<u8>>,
+    /// A buffer holding the chunk's plain bytes at `range`: the decoded
+    /// chunk, or, for a chunk stored uncompressed, the whole backend read
+    /// it came in (taken over instead of copied).
+    data: Option<(Vec<u8>, std::ops::Range<usize>)>,
+    /// The chunk was stored uncompressed at this range of its run's buffer.
+    in_run: Option<std::ops::Range<usize>>,
 }
 
 impl Kept {
     /// Keep chunk `ci`.
     fn chunk(ci: u32) -> Self {
-        Self { ci: Some(ci), data: None }
+        Self { ci: Some(ci), data: None, in_run: None }
+    }
+
+    /// The kept chunk's plain bytes, if it was fetched.
+    fn plain(&self) -> Option<&[u8]> {
+        self.data.as_ref().map(|(buf, range)| &buf[range.clone()])
     }
 }
 
@@ -186,7 +196,7 @@ impl CachedBlob {
             // of being read back from the cache file just written.
             let mut kept = Kept::chunk(ci);
             self.fetch(store, &[ci], true, false, self.shared.cfg.amplify_io, &mut kept)?;
-            if let Some(plain) = kept.data {
+            if let Some(plain) = kept.plain() {
                 return self.copy_out(ci, &plain[off as usize..(off + len) as usize], sink);
             }
         }
@@ -332,6 +342,9 @@ impl CachedBlob {
                 }
             }
         }
+        if let Some(range) = ctx.kept.in_run.take() {
+            ctx.kept.data = Some((buf, range));
+        }
     }
 
     /// Read the stored bytes of `run` from the backend.
@@ -366,7 +379,13 @@ impl CachedBlob {
         }
         self.shared.space.commit(store, ci, bytes);
         if kept.ci == Some(ci) {
-            kept.data = Some(plain.into_owned());
+            match plain {
+                std::borrow::Cow::Borrowed(_) => kept.in_run = Some(at..at + loc.compressed_size as usize),
+                std::borrow::Cow::Owned(plain) => {
+                    let n = plain.len();
+                    kept.data = Some((plain, 0..n));
+                }
+            }
         }
         Ok(())
     }
