@@ -339,7 +339,10 @@ fn blob_specs(d: &[u8], sb: &Super, ids: &[String], nodes: &mut [NodeSpec]) -> R
     // Per blob: ci index -> (plain size, stored end).
     let mut sizes: Vec<std::collections::BTreeMap<u32, (u32, u64)>> = vec![Default::default(); ids.len()];
     for c in nodes.iter().flat_map(|n| &n.chunks) {
-        let end = c.compressed_offset + c.compressed_size as u64;
+        let end = c
+            .compressed_offset
+            .checked_add(c.compressed_size as u64)
+            .ok_or_else(|| bad(0, format!("chunk {} of blob {} ends past 2^64 bytes", c.ci_index, c.blob_index)))?;
         let prev = sizes[c.blob_index as usize].insert(c.ci_index, (c.uncompressed_size, end));
         if prev.is_some_and(|(s, e)| s != c.uncompressed_size || e != end) {
             return Err(bad(
@@ -357,7 +360,10 @@ fn blob_specs(d: &[u8], sb: &Super, ids: &[String], nodes: &mut [NodeSpec]) -> R
             map.insert(ci, at);
             at += (size as u64).div_ceil(4096) * 4096;
         }
-        let max_ci = sizes[b].keys().next_back().map_or(0, |&ci| ci + 1);
+        let max_ci = sizes[b].keys().next_back().map_or(0, |&ci| ci.saturating_add(1));
+        if max_ci > MAX_CHUNKS_PER_BLOB + 1 {
+            return Err(bad(0, format!("chunk index {} of blob {b} is out of range", max_ci - 1)));
+        }
         let stored_end = sizes[b].values().map(|&(_, e)| e).max().unwrap_or(0);
         let (mut count, mut features, mut compressed_size) = (max_ci, flags::BLOB_V5_NO_EXT_BLOB_TABLE, stored_end);
         if b < sb.ext_entries {
