@@ -11,6 +11,10 @@ command -v losetup    >/dev/null || need+=(mount)
 command -v docker-registry >/dev/null || need+=(docker-registry)
 command -v htpasswd   >/dev/null || need+=(apache2-utils)
 command -v openssl    >/dev/null || need+=(openssl)
+# eStargz e2e tests (tests/e2e/test_estargz.py): ctr-remote converts real layers
+# through a containerd the test starts itself.
+command -v containerd >/dev/null || need+=(containerd)
+command -v ctr-remote >/dev/null || need+=(stargz-snapshotter)
 if ((${#need[@]})); then
     echo "installing: ${need[*]}" >&2
     if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi

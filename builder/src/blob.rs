@@ -57,7 +57,8 @@ impl BlobSink {
         Self { w: BufWriter::with_capacity(1 << 20, file), hasher: Sha256::new(), pos: 0, path: path.into() }
     }
 
-    fn write(&mut self, data: &[u8]) -> Result<()> {
+    /// Append `data` to the blob.
+    pub fn write(&mut self, data: &[u8]) -> Result<()> {
         self.w.write_all(data).map_err(|e| BuildError::io(&self.path, e))?;
         self.hasher.update(data);
         self.pos += data.len() as u64;
@@ -211,16 +212,29 @@ pub fn chunk_stream<R: Send>(
     });
     // The collector's or the writer's error explains a stopped source.
     outcome?;
-    let mut sink = sink?;
+    let sink = sink?;
     let fed = fed?;
     if locs.is_empty() {
         return Ok((fed, chunks, None, stats));
     }
     stats.stored_bytes = sink.len();
+    let (spec, blob_id) = seal_blob(sink, &locs, opts.compressor, opts.digester)?;
+    Ok((fed, chunks, Some((spec, blob_id)), stats))
+}
+
+/// Finish a blob whose chunk data (`locs`, in ci order, compressed with
+/// `compressor`) is in `sink`: append the chunk table and blob meta header,
+/// flush, and describe the blob. Its id is the SHA-256 of all its bytes.
+pub fn seal_blob(
+    mut sink: BlobSink,
+    locs: &[ChunkLocation],
+    compressor: Compressor,
+    digester: Digester,
+) -> Result<(BlobSpec, String)> {
     let features = flags::BLOB_ALIGNED | flags::BLOB_CAP_TAR_TOC;
     let ci_offset = sink.len();
     let trailer =
-        encode_trailer(&locs, opts.compressor, features, ci_offset).map_err(|e| BuildError::format(&sink.path, e))?;
+        encode_trailer(locs, compressor, features, ci_offset).map_err(|e| BuildError::format(&sink.path, e))?;
     sink.write(&trailer.bytes)?;
     let compressed_size = sink.len();
     let uncompressed_size =
@@ -229,8 +243,8 @@ pub fn chunk_stream<R: Send>(
     let spec = BlobSpec {
         blob_id: blob_id.clone(),
         chunk_count: locs.len() as u32,
-        compressor: opts.compressor,
-        digester: opts.digester,
+        compressor,
+        digester,
         features,
         compressed_size,
         uncompressed_size,
@@ -239,7 +253,7 @@ pub fn chunk_stream<R: Send>(
         ci_compressed_size: trailer.ci_compressed_size,
         ci_uncompressed_size: trailer.ci_uncompressed_size,
     };
-    Ok((fed, chunks, Some((spec, blob_id)), stats))
+    Ok((spec, blob_id))
 }
 
 /// Append stored chunks to the blob (and its running SHA-256) off the

@@ -23,6 +23,7 @@ use crate::chunkdict::load_chunk_dict;
 use crate::dirwalk::walk;
 use crate::error::{BuildError, Result};
 use crate::parent::{load_parent, Parent};
+use crate::stargz::StargzLayer;
 use crate::tarball::{attach_chunks, read_tar, TarCompression};
 use crate::tree::{Tree, WhiteoutSpec};
 
@@ -36,6 +37,16 @@ pub enum SourceType {
     Tar,
     /// A gzip-compressed OCI layer tar, a file or `-` (`targz-rafs`).
     TarGz,
+    /// An eStargz layer blob, converted like a tar.gz without its TOC and
+    /// landmark entries (`estargz-rafs`).
+    EStargz,
+    /// An eStargz layer referenced in place: the source is the blob or its
+    /// `stargz.index.json`, and no blob is written (`estargztoc-ref`, see
+    /// [`crate::stargz`]). `blob_size`: the blob's size, needed with a TOC.
+    EStargzToc {
+        /// `--blob-data-size`.
+        blob_size: Option<u64>,
+    },
 }
 
 /// Options of one build.
@@ -160,6 +171,12 @@ pub fn create(opts: &CreateOptions, progress: &(dyn Fn(u64, u64, u64) + Sync)) -
     if let Some(b) = &opts.blob {
         check_dir(&parent_of(b), "blob directory")?;
     }
+    // An eStargz TOC dictates the chunk format: gzip members, sha256, its chunk size.
+    let mut stargz = match opts.source_type {
+        SourceType::EStargzToc { blob_size } => Some(StargzLayer::open(opts, blob_size)?),
+        _ => None,
+    };
+    let opts = &CreateOptions { chunk: stargz.as_ref().map_or(opts.chunk, |s| s.chunk_options()), ..opts.clone() };
     let parent = opts.parent_bootstrap.as_deref().map(|p| load_parent(p, &opts.chunk)).transpose()?;
     // Without a parent, overlayfs whiteouts are kept as they are.
     let whiteout = match (&parent, opts.whiteout) {
@@ -199,9 +216,18 @@ pub fn create(opts: &CreateOptions, progress: &(dyn Fn(u64, u64, u64) + Sync)) -
             };
             (upper, out, blob, stats)
         }
-        SourceType::Tar | SourceType::TarGz => {
-            let compression =
-                if opts.source_type == SourceType::TarGz { TarCompression::Gzip } else { TarCompression::None };
+        SourceType::EStargzToc { .. } => {
+            let layer = stargz.take().expect("opened above");
+            let (upper, spec, stats) = layer.build(whiteout, dedup.blob_index)?;
+            tracing::info!(entries = upper.entries.len(), chunks = stats.chunks, "eStargz TOC read");
+            (upper, BlobOut::None, spec.map(|s| (s.clone(), s.blob_id)), stats)
+        }
+        SourceType::Tar | SourceType::TarGz | SourceType::EStargz => {
+            let compression = match opts.source_type {
+                SourceType::TarGz => TarCompression::Gzip,
+                SourceType::EStargz => TarCompression::EStargz,
+                _ => TarCompression::None,
+            };
             let (input, src): (Box<dyn Read + Send>, String) = if opts.source.as_os_str() == "-" {
                 (Box::new(std::io::stdin()), "stdin".into())
             } else {

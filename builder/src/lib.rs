@@ -4,7 +4,8 @@
 //! layer tars (plain or gzip, streamed without unpacking), also as
 //! a layer on top of a parent image (`--parent-bootstrap`), with chunks
 //! shared with a dictionary image (`--chunk-dict`); merges per-layer
-//! bootstraps into one image (`merge`); and reads
+//! bootstraps into one image (`merge`); rewrites an image's blobs into
+//! fewer, fuller ones (`compact`); and reads
 //! them back: validation (`check`), statistics with dedup figures
 //! (`stat`), interactive inspection (`inspect`), conversion to a tar
 //! (`unpack`) and to a raw EROFS disk (`export --block`). The `nydus-image` binary is a thin CLI over
@@ -14,6 +15,8 @@
 pub mod blob;
 pub mod blobfile;
 pub mod chunkdict;
+pub mod compact;
+pub mod compact_plan;
 pub mod create;
 pub mod dirwalk;
 pub mod error;
@@ -22,6 +25,8 @@ pub mod image;
 pub mod inspect;
 pub mod merge;
 pub mod parent;
+pub mod stargz;
+pub mod stargz_toc;
 pub mod stat;
 mod tar_sparse;
 pub mod tarball;

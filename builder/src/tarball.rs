@@ -41,6 +41,9 @@ pub enum TarCompression {
     None,
     /// gzip (one or more members).
     Gzip,
+    /// An eStargz layer: gzip, whose TOC and landmark entries
+    /// ([`crate::stargz_toc::is_meta_entry`]) are not part of the image.
+    EStargz,
 }
 
 fn entry_err(path: &[u8], reason: impl std::fmt::Display) -> BuildError {
@@ -48,7 +51,7 @@ fn entry_err(path: &[u8], reason: impl std::fmt::Display) -> BuildError {
 }
 
 /// Split an entry name into normalised components (see the module docs).
-fn components(path: &[u8]) -> Result<Vec<Vec<u8>>> {
+pub(crate) fn components(path: &[u8]) -> Result<Vec<Vec<u8>>> {
     if path.first() == Some(&b'/') {
         return Err(entry_err(path, "absolute path (names must be relative to the image root)"));
     }
@@ -72,7 +75,7 @@ fn components(path: &[u8]) -> Result<Vec<Vec<u8>>> {
     Ok(out)
 }
 
-fn implicit_dir() -> Inode {
+pub(crate) fn implicit_dir() -> Inode {
     Inode { meta: NodeSpec { mode: libc_ifmt::S_IFDIR | 0o755, ..Default::default() }, source: None }
 }
 
@@ -174,9 +177,9 @@ fn id32(path: &[u8], what: &str, v: u64) -> Result<u32> {
 }
 
 /// Builds one layer's tree from tar entries.
-struct TarTree {
-    t: Tree,
-    whiteout: WhiteoutSpec,
+pub(crate) struct TarTree {
+    pub(crate) t: Tree,
+    pub(crate) whiteout: WhiteoutSpec,
 }
 
 impl TarTree {
@@ -237,7 +240,7 @@ impl TarTree {
 
     /// Put `meta` at `comps` (a later entry replaces an earlier one; two
     /// directories merge). Returns the inode index.
-    fn place(&mut self, comps: &[Vec<u8>], mut meta: NodeSpec, path: &[u8]) -> Result<Option<usize>> {
+    pub(crate) fn place(&mut self, comps: &[Vec<u8>], mut meta: NodeSpec, path: &[u8]) -> Result<Option<usize>> {
         let is_dir = meta.mode & libc_ifmt::S_IFMT == libc_ifmt::S_IFDIR;
         let mut opaque = false;
         if self.whiteout == WhiteoutSpec::Overlayfs && is_dir {
@@ -274,7 +277,7 @@ impl TarTree {
         Ok(Some(self.t.entries[idx].inode))
     }
 
-    fn hard_link(&mut self, comps: &[Vec<u8>], target: &[u8], path: &[u8]) -> Result<()> {
+    pub(crate) fn hard_link(&mut self, comps: &[Vec<u8>], target: &[u8], path: &[u8]) -> Result<()> {
         let tcomps = components(target).map_err(|_| {
             entry_err(path, format!("hard link target {} escapes the image root", String::from_utf8_lossy(target)))
         })?;
@@ -400,7 +403,7 @@ pub fn read_tar(
 ) -> Result<Tree> {
     let input: Box<dyn Read + Send> = match compression {
         TarCompression::None => input,
-        TarCompression::Gzip => {
+        TarCompression::Gzip | TarCompression::EStargz => {
             Box::new(GzErrors(flate2::read::MultiGzDecoder::new(std::io::BufReader::with_capacity(1 << 20, input))))
         }
     };
@@ -461,6 +464,10 @@ pub fn read_tar(
             .unwrap_or_default();
         last.clone_from(&path);
         let size = pax.size.unwrap_or(hsize);
+        if compression == TarCompression::EStargz && crate::stargz_toc::is_meta_entry(&path) {
+            st.skip(size + padding(size)).map_err(|e| entry_err(&path, format!("data truncated: {e}")))?;
+            continue;
+        }
         // GNU sparse: the stored data is the segments; the file is `real` bytes.
         let sparse = if kind == EntryType::GNUSparse {
             let header = block;

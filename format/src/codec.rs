@@ -13,7 +13,9 @@ pub enum Compressor {
     None,
     /// Raw LZ4 block (no frame, no size prefix).
     Lz4Block,
-    /// gzip stream (stargz-style images only; decoding is not supported here).
+    /// gzip member (eStargz blobs referenced in place: a chunk is the start
+    /// of a member, whose plain data may continue past the chunk; only
+    /// decoding is supported).
     Gzip,
     /// zstd frame.
     #[default]
@@ -109,13 +111,39 @@ impl Compressor {
                 dec.decompress_to_buffer(data, &mut out).map_err(|e| err("zstd", e.to_string()))?;
                 out
             }
-            Self::Gzip => return Err(err("gzip", "gzip chunks are not supported".into())),
+            Self::Gzip => gunzip_prefix(data, out_len).map_err(|e| err("gzip", e.to_string()))?,
         };
         if out.len() != out_len {
             return Err(err(self.name(), format!("produced {} bytes, expected {out_len}", out.len())));
         }
         Ok(out)
     }
+}
+
+/// The first `out_len` plain bytes of the gzip member at the start of
+/// `data`. An eStargz chunk is the start of a member that goes on with tar
+/// padding and the next entries' headers, and its stored range may run into
+/// the next member: both are left undecoded (so the member's CRC, which
+/// covers the whole member, is not checked; the chunk digest is).
+fn gunzip_prefix(data: &[u8], out_len: usize) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let mut out = vec![0u8; out_len];
+    let mut dec = flate2::read::GzDecoder::new(data);
+    let mut got = 0;
+    while got < out_len {
+        match dec.read(&mut out[got..]) {
+            Ok(0) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("member ends after {got} of {out_len} bytes"),
+                ))
+            }
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
 }
 
 /// A chunk digest algorithm.
@@ -254,6 +282,34 @@ mod tests {
         assert!(Compressor::Lz4Block.decompress(&[0xff; 8], 100).is_err());
         let z = Compressor::Zstd.compress(&[0u8; 1000]).unwrap().unwrap();
         assert!(Compressor::Zstd.decompress(&z, 999).is_err());
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        use std::io::Write as _;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    #[test]
+    fn gzip_decodes_only_the_chunk_prefix() {
+        let chunk: Vec<u8> = (0..10_000u32).map(|i| (i % 97) as u8).collect();
+        // The member goes on past the chunk (tar padding, next header), and
+        // the stored range runs into the next member.
+        let mut member = chunk.clone();
+        member.extend_from_slice(&[0u8; 512]);
+        member.extend_from_slice(b"next tar header");
+        let mut stored = gzip(&member);
+        stored.extend_from_slice(&gzip(b"the next member"));
+        assert_eq!(Compressor::Gzip.decompress(&stored, chunk.len()).unwrap(), chunk);
+        assert_eq!(Compressor::from_id(Compressor::Gzip.id()), Some(Compressor::Gzip));
+        // Asking for more than the member holds, truncated input, garbage.
+        let e = Compressor::Gzip.decompress(&gzip(&chunk), chunk.len() + 1).unwrap_err().to_string();
+        assert!(e.contains("gzip") && e.contains("member ends"), "{e}");
+        let z = gzip(&chunk);
+        assert!(Compressor::Gzip.decompress(&z[..z.len() / 2], chunk.len()).is_err());
+        assert!(Compressor::Gzip.decompress(b"not gzip at all", 4).is_err());
+        assert!(Compressor::Gzip.compress(&chunk).is_err());
     }
 
     #[test]

@@ -30,6 +30,9 @@ pub enum Command {
     /// Merge per-layer bootstraps (lowest first) into one image bootstrap,
     /// applying each layer's whiteouts with overlayfs semantics.
     Merge(MergeArgs),
+    /// Compact an image: rewrite blobs mostly unused by the bootstrap, merge
+    /// small blobs, and write a bootstrap pointing at the new blobs.
+    Compact(CompactArgs),
     /// Validate an image: every inode, directory, xattr and chunk reference
     /// (and, with --blob-dir, every chunk's data and digest).
     Check(CheckArgs),
@@ -114,6 +117,16 @@ pub enum SourceTypeArg {
     /// read as a stream: nothing is unpacked to disk.
     #[value(name = "targz-rafs")]
     Targz,
+    /// SOURCE is an eStargz layer blob, converted like a tar.gz (its TOC
+    /// and landmark entries are dropped).
+    #[value(name = "estargz-rafs")]
+    EstargzRafs,
+    /// SOURCE is an eStargz layer blob or its TOC (stargz.index.json): only
+    /// a bootstrap is written, whose chunks point into the unmodified blob
+    /// (named by --blob-id, the layer digest's hex; with a TOC also pass
+    /// --blob-data-size).
+    #[value(name = "estargztoc-ref", alias = "stargz_index")]
+    EstargztocRef,
 }
 
 impl From<SourceTypeArg> for SourceType {
@@ -122,6 +135,8 @@ impl From<SourceTypeArg> for SourceType {
             SourceTypeArg::Dir => SourceType::Dir,
             SourceTypeArg::Tar => SourceType::Tar,
             SourceTypeArg::Targz => SourceType::TarGz,
+            SourceTypeArg::EstargzRafs => SourceType::EStargz,
+            SourceTypeArg::EstargztocRef => SourceType::EStargzToc { blob_size: None },
         }
     }
 }
@@ -135,8 +150,19 @@ pub struct CreateArgs {
     /// or below a non-directory are rejected; the ./ entry gives the root
     /// its attributes, missing parent directories get mode 0755, owner 0:0,
     /// mtime 0; a later entry for a name replaces an earlier one.
-    #[arg(short = 't', long = "type", value_name = "TYPE", value_enum, default_value = "dir-rafs")]
+    #[arg(
+        short = 't',
+        long = "type",
+        alias = "source-type",
+        value_name = "TYPE",
+        value_enum,
+        default_value = "dir-rafs"
+    )]
     pub source_type: SourceTypeArg,
+    /// Size of the eStargz blob, in hex (0x optional, as upstream), for
+    /// --type estargztoc-ref with a TOC as SOURCE.
+    #[arg(long, value_name = "HEX")]
+    pub blob_data_size: Option<String>,
     /// Where to write the bootstrap (default with --blob-dir: DIR/<sha256 of the bootstrap>).
     #[arg(short = 'B', long)]
     pub bootstrap: Option<PathBuf>,
@@ -236,6 +262,22 @@ pub struct UploadArgs {
 }
 
 impl CreateArgs {
+    /// The kind of source, with --blob-data-size for eStargz TOCs.
+    pub fn source(&self) -> Result<SourceType> {
+        let size = match self.blob_data_size.as_deref().map(str::trim) {
+            None => None,
+            Some(s) => match u64::from_str_radix(s.trim_start_matches("0x").trim_start_matches("0X"), 16) {
+                Ok(v) => Some(v),
+                Err(_) => bail!("invalid --blob-data-size {s}: give the blob's size in hex"),
+            },
+        };
+        match (self.source_type, size) {
+            (SourceTypeArg::EstargztocRef, blob_size) => Ok(SourceType::EStargzToc { blob_size }),
+            (_, Some(_)) => bail!("--blob-data-size only applies to --type estargztoc-ref"),
+            (t, None) => Ok(t.into()),
+        }
+    }
+
     /// The validated chunk size.
     pub fn chunk_size(&self) -> Result<u32> {
         let s = self.chunk_size.trim();
@@ -396,4 +438,54 @@ pub struct ExportArgs {
     /// Disk file to write (default: BOOTSTRAP.disk).
     #[arg(short = 'O', long)]
     pub output: Option<PathBuf>,
+}
+
+/// `compact` (upstream's flags, plus `--config` for a `compact.json`).
+#[derive(Args, Debug)]
+pub struct CompactArgs {
+    /// Bootstrap of the image to compact.
+    #[arg(short = 'B', long)]
+    pub bootstrap: PathBuf,
+    /// compact.json: min_used_ratio, compact_blob_size, max_compact_size,
+    /// layers_to_compact, blobs_dir (the flags below override its values).
+    #[arg(short = 'C', long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Where to write the new bootstrap (default: BOOTSTRAP with its
+    /// extension replaced by `.bootstrap.compact`, as upstream).
+    #[arg(short = 'O', long)]
+    pub output_bootstrap: Option<PathBuf>,
+    /// Directory holding the image's blobs by id; the new blobs are written
+    /// to it (overrides blobs_dir).
+    #[arg(short = 'D', long)]
+    pub blob_dir: Option<PathBuf>,
+    /// Rewrite blobs whose used ratio is below this percentage (0-100; 0,
+    /// the default, disables it).
+    #[arg(long, value_name = "PERCENT")]
+    pub min_used_ratio: Option<u8>,
+    /// Merge blobs smaller than this many bytes (default 10485760).
+    #[arg(long, value_name = "BYTES")]
+    pub compact_blob_size: Option<u64>,
+    /// A merged blob holds at most this many bytes of chunk data (default 104857600).
+    #[arg(long, value_name = "BYTES")]
+    pub max_compact_size: Option<u64>,
+    /// Compact only when the image has at least this many blobs (0, the
+    /// default: always).
+    #[arg(long, value_name = "N")]
+    pub layers_to_compact: Option<usize>,
+    /// Chunk dictionary (`bootstrap=DICT` or DICT): its blobs are shared with
+    /// other images and never rewritten or merged.
+    #[arg(long, value_name = "bootstrap=DICT")]
+    pub chunk_dict: Option<String>,
+    /// Read source blobs missing from the blob directory from this backend.
+    #[arg(long, value_enum, value_name = "TYPE")]
+    pub backend_type: Option<BackendTypeArg>,
+    /// The backend's settings as JSON (as for `create --backend-config`).
+    #[arg(long, value_name = "JSON", requires = "backend_type", conflicts_with = "backend_config_file")]
+    pub backend_config: Option<String>,
+    /// Read the backend's settings (JSON) from this file.
+    #[arg(long, value_name = "FILE", requires = "backend_type")]
+    pub backend_config_file: Option<PathBuf>,
+    /// Write a JSON report of what was done to this file.
+    #[arg(short = 'J', long)]
+    pub output_json: Option<PathBuf>,
 }

@@ -125,7 +125,7 @@ fn run(cli: Cli) -> Result<()> {
             };
             let opts = CreateOptions {
                 source: a.source.clone(),
-                source_type: a.source_type.into(),
+                source_type: a.source()?,
                 bootstrap: a.bootstrap.clone(),
                 blob: a.blob.clone(),
                 blob_dir: a.blob_dir.clone().or_else(|| temp_blobs.as_ref().map(|t| t.path().to_path_buf())),
@@ -174,6 +174,7 @@ fn run(cli: Cli) -> Result<()> {
                 None => Ok(()),
             }
         }
+        Command::Compact(a) => run_compact(&a),
         Command::Merge(a) => {
             let opts = MergeOptions {
                 sources: a.sources.clone(),
@@ -292,4 +293,79 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `compact`: resolve compact.json and the flags, run, print a summary.
+fn run_compact(a: &cli::CompactArgs) -> Result<()> {
+    use nydus_builder::compact::{compact, CompactConfig, CompactOptions};
+    let mut config = CompactConfig::default();
+    if let Some(p) = &a.config {
+        let text = std::fs::read_to_string(p).with_context(|| format!("cannot read --config {}", p.display()))?;
+        let (c, warnings) = CompactConfig::from_json(&text, &p.display().to_string())?;
+        for w in warnings {
+            tracing::warn!("{w}");
+        }
+        config = c;
+    }
+    config.min_used_ratio = a.min_used_ratio.unwrap_or(config.min_used_ratio);
+    if config.min_used_ratio > 100 {
+        bail!("--min-used-ratio {}: a percentage from 0 to 100", config.min_used_ratio);
+    }
+    config.compact_blob_size = a.compact_blob_size.unwrap_or(config.compact_blob_size);
+    config.max_compact_size = a.max_compact_size.unwrap_or(config.max_compact_size);
+    config.layers_to_compact = a.layers_to_compact.unwrap_or(config.layers_to_compact);
+    config.blobs_dir = a.blob_dir.clone().or(config.blobs_dir);
+    let backend = match a.backend_type {
+        None => None,
+        Some(kind) => {
+            let text = match (&a.backend_config, &a.backend_config_file) {
+                (Some(s), _) => s.clone(),
+                (None, Some(p)) => std::fs::read_to_string(p)
+                    .with_context(|| format!("cannot read --backend-config-file {}", p.display()))?,
+                (None, None) => bail!("--backend-type needs --backend-config JSON or --backend-config-file FILE"),
+            };
+            let json: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| anyhow::anyhow!("the {} backend settings are not valid JSON: {e}", kind.name()))?;
+            let (cfg, warnings) = nydus_storage::config::backend_from_json(kind.name(), &json)?;
+            for w in warnings {
+                tracing::warn!("backend config: {w}");
+            }
+            Some(nydus_storage::backend::new_backend(&cfg)?)
+        }
+    };
+    let opts = CompactOptions {
+        output_bootstrap: a.output_bootstrap.clone().unwrap_or_else(|| a.bootstrap.with_extension("bootstrap.compact")),
+        bootstrap: a.bootstrap.clone(),
+        config,
+        chunk_dict: a.chunk_dict.as_deref().map(parse_chunk_dict_arg).transpose()?,
+        backend,
+    };
+    let bar = progress::Bar::bytes("compacting");
+    let r = compact(&opts, &|done, total| bar.update(done, total, 0)).context("compact failed")?;
+    bar.finish();
+    let input = a.bootstrap.display();
+    let figures =
+        format!("blobs {} -> {}, bytes {} -> {}", r.blobs_before, r.blobs_after, r.bytes_before, r.bytes_after);
+    match &r.bootstrap {
+        None => println!(
+            "{input}: {} blob(s), fewer than layers_to_compact {}: not compacted, nothing written",
+            r.blobs_before, opts.config.layers_to_compact
+        ),
+        Some(out) if !r.compacted => {
+            println!("{input}: nothing to compact ({figures}); {} is a copy of it", out.display())
+        }
+        Some(out) => println!(
+            "compacted {input} -> {}: {figures}; {} new blob(s) in {}, {} blob(s) rewritten, {} dropped, \
+             {} chunks ({} bytes) copied, {} deduplicated",
+            out.display(),
+            r.new_blobs.len(),
+            opts.config.blobs_dir.as_deref().unwrap_or(Path::new(".")).display(),
+            r.rewritten_blobs.len(),
+            r.dropped_blobs.len(),
+            r.copied_chunks,
+            r.copied_bytes,
+            r.dedup_chunks
+        ),
+    }
+    write_json(a.output_json.as_deref(), &r)
 }
