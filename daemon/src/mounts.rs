@@ -102,7 +102,7 @@ struct SharedCache {
 /// The mount table.
 pub struct Mounts {
     vfs: Arc<Vfs>,
-    notifier: Mutex<Option<Notifier>>,
+    notifier: Mutex<Option<Arc<Notifier>>>,
     table: Mutex<BTreeMap<String, Mount>>,
     /// Blob caches by work directory: a cache directory is locked by one manager, so
     /// mounts with the same cache and backend settings share it.
@@ -115,10 +115,14 @@ impl Mounts {
         Self { vfs, notifier: Mutex::new(None), table: Mutex::new(BTreeMap::new()), caches: Mutex::new(HashMap::new()) }
     }
 
-    /// Where to send invalidation notices once the session is up.
+    /// Where to send kernel cache notices once the session is up: invalidations, and the
+    /// page-cache pushes of every mount (see `nydus_fs::push`).
     pub fn set_notifier(&self, n: Notifier) {
-        if let Ok(mut g) = self.notifier.lock() {
-            *g = Some(n);
+        let n = Arc::new(n);
+        *self.notifier.lock().unwrap_or_else(|e| e.into_inner()) = Some(n.clone());
+        let t = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        for m in t.values().filter(|m| m.cfg.fs.keep_cache) {
+            enable_push(&n, &m.images, m.fs_idx);
         }
     }
 
@@ -202,6 +206,12 @@ impl Mounts {
         let boxed: BackFileSystem = Box::new(MeteredFs::new(fs, metrics.clone()));
         let fs_idx =
             self.vfs.mount(boxed, mp).map_err(|e| MountError::Failed(format!("cannot mount at {mp}: {e:?}")))?;
+        // Pushed pages would be dropped at the next open without keep_cache.
+        if let Some(n) =
+            self.notifier.lock().unwrap_or_else(|e| e.into_inner()).as_ref().filter(|_| loaded.cfg.fs.keep_cache)
+        {
+            enable_push(n, &images, fs_idx);
+        }
         let prefetcher = start_prefetch(&loaded.rafs, &loaded.cfg.fs.prefetch, &state.prefetch_files);
         self.invalidate_path(mp);
         tracing::info!(mountpoint = %mp, bootstrap = %state.source, blobs = loaded.rafs.blobs().len(), "image mounted");
@@ -342,4 +352,11 @@ pub fn start_prefetch(rafs: &Arc<Rafs>, cfg: &nydus_storage::PrefetchConfig, pat
         }
     }
     Some(p)
+}
+
+/// Let mount `images` (Vfs index `fs_idx`) push cached data into the kernel's page cache.
+fn enable_push(n: &Arc<Notifier>, images: &Arc<ImageSet>, fs_idx: u8) {
+    if let Err(e) = images.enable_push(n.clone(), (fs_idx as u64) << 56) {
+        tracing::warn!(error = %e, "cannot start the page-cache push thread; reads are served on demand only");
+    }
 }

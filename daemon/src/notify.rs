@@ -8,9 +8,13 @@
 
 use std::fs::File;
 use std::io::{self, Write};
+use std::os::fd::AsRawFd;
+
+use nydus_fs::push::PageCacheStore;
 
 const FUSE_NOTIFY_INVAL_INODE: i32 = 2;
 const FUSE_NOTIFY_INVAL_ENTRY: i32 = 3;
+const FUSE_NOTIFY_STORE: i32 = 4;
 
 /// Writes invalidation notices to one FUSE session.
 pub struct Notifier {
@@ -54,6 +58,35 @@ impl Notifier {
             Ok(_) => Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
             Err(e) => Err(e),
+        }
+    }
+}
+
+impl PageCacheStore for Notifier {
+    /// `FUSE_NOTIFY_STORE`: header, `fuse_notify_store_out` (nodeid, offset, size,
+    /// padding), then the data, in one `writev`. ENOENT (no such inode in the kernel) is
+    /// success.
+    fn store(&self, nodeid: u64, offset: u64, data: &[u8]) -> io::Result<()> {
+        let size = u32::try_from(data.len()).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+        let mut head = [0u8; 40];
+        head[0..4].copy_from_slice(&(40 + size).to_ne_bytes());
+        head[4..8].copy_from_slice(&FUSE_NOTIFY_STORE.to_ne_bytes());
+        head[16..24].copy_from_slice(&nodeid.to_ne_bytes());
+        head[24..32].copy_from_slice(&offset.to_ne_bytes());
+        head[32..36].copy_from_slice(&size.to_ne_bytes());
+        let iov = [
+            libc::iovec { iov_base: head.as_ptr() as *mut libc::c_void, iov_len: head.len() },
+            libc::iovec { iov_base: data.as_ptr() as *mut libc::c_void, iov_len: data.len() },
+        ];
+        // SAFETY: both iovecs point into buffers borrowed for the duration of the call,
+        // and the kernel only reads them (writev).
+        let n = unsafe { libc::writev(self.dev.as_raw_fd(), iov.as_ptr(), iov.len() as libc::c_int) };
+        if n >= 0 {
+            return Ok(());
+        }
+        match io::Error::last_os_error() {
+            e if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+            e => Err(e),
         }
     }
 }

@@ -20,6 +20,7 @@ use fuse_backend_rs::api::filesystem::{
 use nydus_storage::ChunkSink;
 
 use crate::error::{FsError, Result};
+use crate::push;
 use crate::rafs::{Rafs, ROOT_INO};
 use crate::vfs::{Generation, ImageSet};
 
@@ -274,8 +275,20 @@ impl FileSystem for RafsFs {
         _flags: u32,
     ) -> io::Result<usize> {
         let mut sink = ReplySink { w };
-        self.images
-            .with(inode, |g, l| g.rafs().read(l, offset, size, &mut sink).map_err(|e| fail(g.rafs(), l, "read", e)))
+        let n = self
+            .images
+            .with(inode, |g, l| g.rafs().read(l, offset, size, &mut sink).map_err(|e| fail(g.rafs(), l, "read", e)))?;
+        if let Some(p) = self.images.pusher() {
+            let at_end =
+                self.images.with(inode, |g, l| Ok(g.rafs().inode(l).is_ok_and(|i| offset + n as u64 >= i.size)));
+            if at_end.unwrap_or(false) {
+                let images = &self.images;
+                p.file_done(inode, |ino| {
+                    images.with(ino, |g, l| Ok(g.rafs().is_cached(l).unwrap_or(false))).unwrap_or(false)
+                });
+            }
+        }
+        Ok(n)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -395,12 +408,20 @@ impl FileSystem for RafsFs {
         offset: u64,
         add_entry: &mut dyn FnMut(DirEntry, Entry) -> io::Result<usize>,
     ) -> io::Result<()> {
-        self.images.with(inode, |g, l| {
+        let pusher = self.images.pusher();
+        let mut small_files = Vec::new();
+        let res = self.images.with(inode, |g, l| {
             let rafs = g.rafs();
             let mut reply_err = None;
             let walked = rafs.visit_dir(l, offset, |k, e| {
+                let mut small = None;
                 let ent = match rafs.inode(e.ino) {
-                    Ok(i) => entry(g, e.ino, &i),
+                    Ok(i) => {
+                        if pusher.is_some() && i.is_reg() && i.size > 0 && i.size <= push::MAX_FILE {
+                            small = Some(i.size);
+                        }
+                        entry(g, e.ino, &i)
+                    }
                     Err(err) => Err(fail(rafs, e.ino, "readdirplus", err)),
                 };
                 let ent = match ent {
@@ -418,6 +439,9 @@ impl FileSystem for RafsFs {
                         if ent.inode != ROOT_INO && !is_dot(&e.name) {
                             g.add_refs(1);
                         }
+                        if let Some(size) = small {
+                            small_files.push(push::Child { ino: ent.inode, size });
+                        }
                         true
                     }
                     Err(err) => {
@@ -428,7 +452,11 @@ impl FileSystem for RafsFs {
             });
             walked.map_err(|e| fail(rafs, l, "readdirplus", e))?;
             reply_err.map_or(Ok(()), Err)
-        })
+        });
+        if let Some(p) = pusher {
+            p.listed(inode, offset, small_files);
+        }
+        res
     }
 
     fn releasedir(&self, _: &Context, _: u64, _: u32, _: u64) -> io::Result<()> {

@@ -273,6 +273,21 @@ impl Rafs {
         Ok(done)
     }
 
+    /// Whether every chunk of regular file `ino` is in the blob cache.
+    pub fn is_cached(&self, ino: u64) -> Result<bool> {
+        let i = self.inode(ino)?;
+        if !i.is_reg() {
+            return Ok(false);
+        }
+        for c in self.boot.chunks(&i)? {
+            match self.blobs.get(c.blob_index as usize) {
+                Some(b) if b.is_cached(c.ci_index) => {}
+                _ => return Ok(false),
+            }
+        }
+        Ok(true)
+    }
+
     /// Chunks to prefetch for `paths` (files, or directories meaning every
     /// file below them), per blob index, deduplicated.
     pub fn prefetch_chunks(&self, paths: &[String]) -> Result<Vec<Vec<u32>>> {

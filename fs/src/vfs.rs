@@ -27,13 +27,14 @@
 use std::any::Any;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
 use fuse_backend_rs::api::filesystem::Entry;
 use fuse_backend_rs::api::{BackendFileSystem, VFS_MAX_INO};
 
 use crate::fuse::RafsFs;
+use crate::push::{PageCacheStore, Pusher};
 use crate::rafs::{Rafs, ROOT_INO};
 
 /// Position of the generation in an exposed inode number.
@@ -81,13 +82,31 @@ struct Gens {
 /// Shared between the [`RafsFs`] and whoever swaps its image (the daemon).
 pub struct ImageSet {
     gens: ArcSwap<Gens>,
+    /// Pushes cached data into the kernel's page cache, when the transport can.
+    push: OnceLock<Pusher>,
 }
 
 impl ImageSet {
     /// A set serving `rafs` as generation 0.
     pub fn new(rafs: Arc<Rafs>) -> Self {
         let current = Arc::new(Generation { gen: 0, rafs, refs: AtomicU64::new(0) });
-        Self { gens: ArcSwap::from_pointee(Gens { current, retired: Vec::new() }) }
+        Self { gens: ArcSwap::from_pointee(Gens { current, retired: Vec::new() }), push: OnceLock::new() }
+    }
+
+    /// Push cached file data into the kernel's page cache through `store`
+    /// (see [`crate::push`]); the kernel knows exposed inode `ino` as
+    /// `nodeid_base | ino`. Only the first call has an effect.
+    pub fn enable_push(self: &Arc<Self>, store: Arc<dyn PageCacheStore>, nodeid_base: u64) -> io::Result<()> {
+        if self.push.get().is_none() {
+            let p = Pusher::start(self, store, nodeid_base)?;
+            let _ = self.push.set(p);
+        }
+        Ok(())
+    }
+
+    /// The pusher, if enabled.
+    pub fn pusher(&self) -> Option<&Pusher> {
+        self.push.get()
     }
 
     /// The image new lookups resolve against.
