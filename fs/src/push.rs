@@ -20,7 +20,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io;
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use nydus_storage::ChunkSink;
@@ -146,9 +146,16 @@ impl Pusher {
             }
             job
         };
-        if !job.is_empty() {
-            // A full queue drops the job: its files are simply read on demand.
-            let _ = self.tx.try_send(job);
+        if job.is_empty() {
+            return;
+        }
+        // A full queue drops the job: its files are read on demand, and may
+        // be pushed by a later trigger.
+        if let Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) = self.tx.try_send(job) {
+            let mut t = lock(&self.tables);
+            for c in job {
+                t.pushed.remove(&c.ino);
+            }
         }
     }
 }
