@@ -37,7 +37,7 @@ const MAX_FILES: usize = 64;
 const QUEUE: usize = 8;
 /// Remembered files (directory positions and pushed marks) before the
 /// tables are cleared; bounds memory on huge trees.
-const MAX_TRACKED: usize = 1 << 18;
+const MAX_TRACKED: usize = 1 << 16;
 
 /// Writes data into the kernel's page cache of a file (the transport's side).
 pub trait PageCacheStore: Send + Sync {
