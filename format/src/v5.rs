@@ -163,6 +163,8 @@ struct Record {
     node: NodeSpec,
     child_index: u32,
     child_count: u32,
+    /// Bytes the record spans: header, name, symlink, xattrs, chunks.
+    len: usize,
 }
 
 fn record(d: &[u8], off: usize, chunk_size: u32, nblobs: usize) -> Result<Record> {
@@ -179,8 +181,27 @@ fn record(d: &[u8], off: usize, chunk_size: u32, nblobs: usize) -> Result<Record
     }
     let mut pos = off + INODE_SIZE;
     let name = bytes_at(d, pos, name_size)?.to_vec();
+    if name == b"." || name == b".." {
+        return Err(bad(pos, "name '.' or '..'"));
+    }
     pos += align8(name_size);
     let fmt = mode & libc_ifmt::S_IFMT;
+    let known = [
+        libc_ifmt::S_IFDIR,
+        libc_ifmt::S_IFREG,
+        libc_ifmt::S_IFLNK,
+        libc_ifmt::S_IFCHR,
+        libc_ifmt::S_IFBLK,
+        libc_ifmt::S_IFIFO,
+        libc_ifmt::S_IFSOCK,
+    ];
+    if mode > 0o177777 || !known.contains(&fmt) {
+        return Err(bad(off + 60, format!("mode {mode:o} is not a file type and permissions")));
+    }
+    let mtime_nsec = u32_at(d, off + 108)?;
+    if mtime_nsec >= 1_000_000_000 {
+        return Err(bad(off + 108, format!("mtime nanoseconds {mtime_nsec} out of range")));
+    }
     let mut node = NodeSpec {
         name,
         mode,
@@ -188,7 +209,7 @@ fn record(d: &[u8], off: usize, chunk_size: u32, nblobs: usize) -> Result<Record
         gid: u32_at(d, off + 52)?,
         size: u64_at(d, off + 64)?,
         mtime: u64_at(d, off + 112)?,
-        mtime_nsec: u32_at(d, off + 108)?,
+        mtime_nsec,
         // v5 keeps the old 16-bit encoding in the low 32 bits.
         rdev: ((rdev >> 8) & 0xfff, (rdev & 0xff) | ((rdev >> 12) & 0xfff00)),
         ..Default::default()
@@ -227,21 +248,32 @@ fn record(d: &[u8], off: usize, chunk_size: u32, nblobs: usize) -> Result<Record
                 return Err(bad(c + 32, format!("blob index {blob_index} but {nblobs} blobs")));
             }
             let digest: [u8; 32] = bytes_at(d, c, 32)?.try_into().expect("32 bytes");
+            // What v6 readers require of a chunk record (`chunk_records`).
+            let compressed_size = u32_at(d, c + 40)?;
+            let uncompressed_size = u32_at(d, c + 44)?;
+            if compressed_size == 0 || uncompressed_size == 0 || uncompressed_size > chunk_size {
+                return Err(bad(
+                    c + 40,
+                    format!("chunk sizes {compressed_size}/{uncompressed_size} with chunk size {chunk_size:#x}"),
+                ));
+            }
             node.chunks.push(ChunkSpec {
                 blob_index,
                 ci_index: u32_at(d, c + 72)?,
                 digest,
                 flags: u32_at(d, c + 36)? & (flags::CHUNK_COMPRESSED | flags::CHUNK_HAS_CRC32),
-                compressed_size: u32_at(d, c + 40)?,
-                uncompressed_size: u32_at(d, c + 44)?,
+                compressed_size,
+                uncompressed_size,
                 compressed_offset: u64_at(d, c + 48)?,
                 uncompressed_offset: u64_at(d, c + 56)?,
                 file_offset: u64_at(d, c + 64)?,
                 crc32: 0,
             });
         }
+        pos += child_count as usize * CHUNK_SIZE;
     }
-    Ok(Record { parent: u64_at(d, off + 32)?, ino: u64_at(d, off + 40)?, node, child_index, child_count })
+    let (parent, ino, len) = (u64_at(d, off + 32)?, u64_at(d, off + 40)?, pos - off);
+    Ok(Record { parent, ino, node, child_index, child_count, len })
 }
 
 /// Decode the v5 bootstrap `d` and encode the same image as RAFS v6.
@@ -253,16 +285,25 @@ pub fn to_v6(d: &[u8]) -> Result<Vec<u8>> {
     }
     // Index i (1-based) -> node position i - 1.
     let mut recs = Vec::with_capacity(sb.entries);
+    // Records do not overlap, so together they span at most the image: this
+    // bounds the work when table entries share or overlap records.
+    let mut spanned = 0usize;
     for i in 0..sb.entries {
         let at = sb.inode_table + 4 * i;
         let off = (u32_at(d, at)? as usize) << 3;
         if off < SB_SIZE {
             return Err(bad(at, format!("inode {} has offset {off:#x} inside the superblock", i + 1)));
         }
-        recs.push(record(d, off, sb.chunk_size, ids.len())?);
+        let r = record(d, off, sb.chunk_size, ids.len())?;
+        spanned += r.len;
+        if spanned > d.len() - SB_SIZE {
+            return Err(bad(at, format!("inode records up to inode {} overlap", i + 1)));
+        }
+        recs.push(r);
     }
     let n = recs.len();
     let mut nodes: Vec<NodeSpec> = Vec::with_capacity(n);
+    let mut listed = 0u64;
     for (i, r) in recs.iter().enumerate() {
         let idx = i as u64 + 1;
         let mut node = r.node.clone();
@@ -294,6 +335,12 @@ pub fn to_v6(d: &[u8]) -> Result<Vec<u8>> {
                     sb.inode_table + 4 * i,
                     format!("children {first}..={last} of inode {idx} out of range"),
                 ));
+            }
+            // Every inode but the root is listed exactly once: bounds the
+            // children lists built here by the number of inodes.
+            listed += r.child_count as u64;
+            if listed >= n as u64 {
+                return Err(bad(sb.inode_table + 4 * i, format!("directories list more than the {} inodes", n - 1)));
             }
             node.children = (first as usize - 1..last as usize).collect();
         }
@@ -376,16 +423,10 @@ fn blob_specs(d: &[u8], sb: &Super, ids: &[String], nodes: &mut [NodeSpec]) -> R
             features = u32_at(d, e + 4)? & !(flags::BLOB_INLINED_FS_META | flags::BLOB_HAS_TAR_HEADER);
             compressed_size = compressed_size.max(u64_at(d, e + 16)?);
         }
-        if count as usize > map.len() {
-            // Chunks no file uses: give them slots after the used ones.
-            for ci in 0..count {
-                map.entry(ci).or_insert_with(|| {
-                    let slot = at;
-                    at += sb.chunk_size as u64;
-                    slot
-                });
-            }
-        }
+        // Chunks no file uses (every used index is below `count`): room for
+        // them after the used ones. No reader looks their offsets up, so
+        // they get no map entries (up to 2^24 of them would cost 100s of MiB).
+        at += (count as u64 - map.len() as u64) * sb.chunk_size as u64;
         blobs.push(BlobSpec {
             blob_id: id.clone(),
             chunk_count: count,
@@ -411,13 +452,18 @@ fn blob_specs(d: &[u8], sb: &Super, ids: &[String], nodes: &mut [NodeSpec]) -> R
 
 /// Prefetch table: inode numbers, 0 ends it.
 fn prefetch_nodes(d: &[u8], sb: &Super, recs: &[Record]) -> Result<Vec<usize>> {
+    // Inode number -> its first record (a map: the table may be long).
+    let mut first = std::collections::HashMap::with_capacity(recs.len());
+    for (i, r) in recs.iter().enumerate() {
+        first.entry(r.ino).or_insert(i);
+    }
     let mut out = Vec::new();
     for k in 0..sb.prefetch_entries {
-        let ino = u32_at(d, sb.prefetch_table + 4 * k)? as usize;
+        let ino = u32_at(d, sb.prefetch_table + 4 * k)? as u64;
         if ino == 0 {
             break;
         }
-        if let Some(i) = recs.iter().position(|r| r.ino as usize == ino) {
+        if let Some(&i) = first.get(&ino) {
             out.push(i);
         }
     }
