@@ -163,7 +163,7 @@ pub struct CreateArgs {
     /// --type estargztoc-ref with a TOC as SOURCE.
     #[arg(long, value_name = "HEX")]
     pub blob_data_size: Option<String>,
-    /// Where to write the bootstrap (default with --blob-dir: DIR/<sha256 of the bootstrap>).
+    /// Where to write the bootstrap (default with --blob-dir: DIR/SHA256, the bootstrap's digest).
     #[arg(short = 'B', long)]
     pub bootstrap: Option<PathBuf>,
     /// Where to write the data blob: a file or a FIFO.
@@ -253,7 +253,7 @@ pub struct UploadArgs {
     #[arg(long, value_enum, value_name = "TYPE")]
     pub backend_type: Option<BackendTypeArg>,
     /// The backend's settings as JSON: the object upstream puts under
-    /// `device.backend.config`, e.g. '{"scheme":"https","host":"reg:5000","repo":"ns/img","auth":"<base64>"}'.
+    /// `device.backend.config`, e.g. '{"scheme":"https","host":"reg:5000","repo":"ns/img","auth":"BASE64"}'.
     #[arg(long, value_name = "JSON", requires = "backend_type", conflicts_with = "backend_config_file")]
     pub backend_config: Option<String>,
     /// Read the backend's settings (JSON, as for --backend-config) from this file.

@@ -3,9 +3,9 @@
 //! `https://`) or over a Unix stream socket (`addr` is its absolute path).
 //!
 //! TCP requests go through the shared HTTP layer. Unix sockets get a small
-//! blocking HTTP/1.1 client of their own ([`unix`]): one connection per
+//! blocking HTTP/1.1 client of their own (module `unix`): one connection per
 //! request, the same timeouts, and the same retry policy through
-//! [`HttpClient::retry`]. Upstream requests `/` for every blob over a Unix
+//! `HttpClient::retry`. Upstream requests `/` for every blob over a Unix
 //! socket (one blob per socket); we send `{path}/ID` there too, so one
 //! server can hold many blobs.
 

@@ -15,7 +15,7 @@
 //! sorted, one `name:value\n` each, and CanonicalizedResource is
 //! `/<bucket>/<key>` (the key not URL-encoded). Without an access key the
 //! requests go unsigned, for public-read buckets. Reads and sizes come from
-//! [`super::object_store`]; uploads are a single `PutObject`.
+//! `super::object_store`; uploads are a single `PutObject`.
 
 use std::fs::File;
 use std::sync::Arc;

@@ -6,8 +6,8 @@
 //! `aws-sigv4` crate (headers `Authorization`, `x-amz-date` and
 //! `x-amz-content-sha256`); with no access key configured they go
 //! unsigned, for public buckets. Reads and sizes come from
-//! [`super::object_store`]; uploads (`PutObject`, multipart for large
-//! blobs) from [`upload`].
+//! `super::object_store`; uploads (`PutObject`, multipart for large
+//! blobs) from module `upload`.
 
 mod upload;
 
