@@ -7,8 +7,7 @@
 //! written here on a clone of the session's descriptor.
 
 use std::fs::File;
-use std::io::{self, Write};
-use std::os::fd::AsRawFd;
+use std::io::{self, IoSlice, Write};
 
 use nydus_fs::push::PageCacheStore;
 
@@ -16,7 +15,7 @@ const FUSE_NOTIFY_INVAL_INODE: i32 = 2;
 const FUSE_NOTIFY_INVAL_ENTRY: i32 = 3;
 const FUSE_NOTIFY_STORE: i32 = 4;
 
-/// Writes invalidation notices to one FUSE session.
+/// Writes cache notices (invalidations, page-cache stores) to one FUSE session.
 pub struct Notifier {
     dev: File,
 }
@@ -36,7 +35,7 @@ impl Notifier {
         body.extend_from_slice(&0u32.to_ne_bytes());
         body.extend_from_slice(name);
         body.push(0);
-        self.send(FUSE_NOTIFY_INVAL_ENTRY, &body)
+        self.send(FUSE_NOTIFY_INVAL_ENTRY, &[&body])
     }
 
     /// Drop the cached attributes and data (all of it) of inode `ino`.
@@ -45,16 +44,21 @@ impl Notifier {
         body.extend_from_slice(&ino.to_ne_bytes());
         body.extend_from_slice(&0i64.to_ne_bytes());
         body.extend_from_slice(&(-1i64).to_ne_bytes());
-        self.send(FUSE_NOTIFY_INVAL_INODE, &body)
+        self.send(FUSE_NOTIFY_INVAL_INODE, &[&body])
     }
 
-    fn send(&self, code: i32, body: &[u8]) -> io::Result<()> {
-        let mut msg = Vec::with_capacity(16 + body.len());
-        msg.extend_from_slice(&((16 + body.len()) as u32).to_ne_bytes());
-        msg.extend_from_slice(&code.to_ne_bytes());
-        msg.extend_from_slice(&0u64.to_ne_bytes());
-        msg.extend_from_slice(body);
-        match (&self.dev).write(&msg) {
+    /// Write one notice: the header, then `parts` as its body, in one `writev` (the
+    /// device takes a message whole or not at all). ENOENT (the kernel has no such inode
+    /// or name cached) is success.
+    fn send(&self, code: i32, parts: &[&[u8]]) -> io::Result<()> {
+        let len = 16 + parts.iter().map(|p| p.len()).sum::<usize>();
+        let len = u32::try_from(len).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
+        let mut head = [0u8; 16];
+        head[0..4].copy_from_slice(&len.to_ne_bytes());
+        head[4..8].copy_from_slice(&code.to_ne_bytes());
+        let mut iov = vec![IoSlice::new(&head)];
+        iov.extend(parts.iter().map(|p| IoSlice::new(p)));
+        match (&self.dev).write_vectored(&iov) {
             Ok(_) => Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
             Err(e) => Err(e),
@@ -63,30 +67,14 @@ impl Notifier {
 }
 
 impl PageCacheStore for Notifier {
-    /// `FUSE_NOTIFY_STORE`: header, `fuse_notify_store_out` (nodeid, offset, size,
-    /// padding), then the data, in one `writev`. ENOENT (no such inode in the kernel) is
-    /// success.
+    /// `FUSE_NOTIFY_STORE`: `fuse_notify_store_out` (nodeid, offset, size, padding),
+    /// then the data.
     fn store(&self, nodeid: u64, offset: u64, data: &[u8]) -> io::Result<()> {
         let size = u32::try_from(data.len()).map_err(|_| io::Error::from_raw_os_error(libc::EFBIG))?;
-        let mut head = [0u8; 40];
-        head[0..4].copy_from_slice(&(40 + size).to_ne_bytes());
-        head[4..8].copy_from_slice(&FUSE_NOTIFY_STORE.to_ne_bytes());
-        head[16..24].copy_from_slice(&nodeid.to_ne_bytes());
-        head[24..32].copy_from_slice(&offset.to_ne_bytes());
-        head[32..36].copy_from_slice(&size.to_ne_bytes());
-        let iov = [
-            libc::iovec { iov_base: head.as_ptr() as *mut libc::c_void, iov_len: head.len() },
-            libc::iovec { iov_base: data.as_ptr() as *mut libc::c_void, iov_len: data.len() },
-        ];
-        // SAFETY: both iovecs point into buffers borrowed for the duration of the call,
-        // and the kernel only reads them (writev).
-        let n = unsafe { libc::writev(self.dev.as_raw_fd(), iov.as_ptr(), iov.len() as libc::c_int) };
-        if n >= 0 {
-            return Ok(());
-        }
-        match io::Error::last_os_error() {
-            e if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
-            e => Err(e),
-        }
+        let mut out = [0u8; 24];
+        out[0..8].copy_from_slice(&nodeid.to_ne_bytes());
+        out[8..16].copy_from_slice(&offset.to_ne_bytes());
+        out[16..20].copy_from_slice(&size.to_ne_bytes());
+        self.send(FUSE_NOTIFY_STORE, &[&out, data])
     }
 }
