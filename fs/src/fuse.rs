@@ -275,18 +275,14 @@ impl FileSystem for RafsFs {
         _flags: u32,
     ) -> io::Result<usize> {
         let mut sink = ReplySink { w };
-        let n = self
+        let (n, at_end) = self
             .images
             .with(inode, |g, l| g.rafs().read(l, offset, size, &mut sink).map_err(|e| fail(g.rafs(), l, "read", e)))?;
-        if let Some(p) = self.images.pusher() {
-            let at_end =
-                self.images.with(inode, |g, l| Ok(g.rafs().inode(l).is_ok_and(|i| offset + n as u64 >= i.size)));
-            if at_end.unwrap_or(false) {
-                let images = &self.images;
-                p.file_done(inode, |ino| {
-                    images.with(ino, |g, l| Ok(g.rafs().is_cached(l).unwrap_or(false))).unwrap_or(false)
-                });
-            }
+        if let Some(p) = self.images.pusher().filter(|_| at_end) {
+            let images = &self.images;
+            p.file_done(inode, |ino| {
+                images.with(ino, |g, l| Ok(g.rafs().is_cached(l).unwrap_or(false))).unwrap_or(false)
+            });
         }
         Ok(n)
     }

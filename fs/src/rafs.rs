@@ -229,14 +229,15 @@ impl Rafs {
         Ok(out)
     }
 
-    /// Read up to `size` bytes at `offset` of a regular file into `sink`.
-    pub fn read(&self, ino: u64, offset: u64, size: u32, sink: &mut dyn ChunkSink) -> Result<usize> {
+    /// Read up to `size` bytes at `offset` of a regular file into `sink`. Returns the
+    /// bytes read and whether they reach the end of the file.
+    pub fn read(&self, ino: u64, offset: u64, size: u32, sink: &mut dyn ChunkSink) -> Result<(usize, bool)> {
         let i = self.inode(ino)?;
         if !i.is_reg() {
             return Err(FsError::WrongType(libc::EISDIR));
         }
         if offset >= i.size || size == 0 {
-            return Ok(0);
+            return Ok((0, offset >= i.size));
         }
         let end = i.size.min(offset + size as u64);
         let cs = self.boot.sb.chunk_size as u64;
@@ -270,7 +271,7 @@ impl Rafs {
                 break;
             }
         }
-        Ok(done)
+        Ok((done, offset + done as u64 >= i.size))
     }
 
     /// Whether every chunk of regular file `ino` is in the blob cache.
