@@ -23,7 +23,7 @@ use std::io;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use nydus_storage::ChunkSink;
+use nydus_storage::VecSink;
 
 use crate::vfs::ImageSet;
 
@@ -163,25 +163,6 @@ impl Pusher {
 fn work(rx: Receiver<Vec<Child>>, mut run: impl FnMut(Vec<Child>)) {
     while let Ok(job) = rx.recv() {
         run(job);
-    }
-}
-
-/// Collects a file's bytes.
-struct VecSink(Vec<u8>);
-
-impl ChunkSink for VecSink {
-    fn write_from_file(&mut self, file: &std::fs::File, offset: u64, len: usize) -> io::Result<usize> {
-        use std::os::unix::fs::FileExt;
-        let at = self.0.len();
-        self.0.resize(at + len, 0);
-        let n = file.read_at(&mut self.0[at..], offset)?;
-        self.0.truncate(at + n);
-        Ok(n)
-    }
-
-    fn write_bytes(&mut self, data: &[u8]) -> io::Result<usize> {
-        self.0.extend_from_slice(data);
-        Ok(data.len())
     }
 }
 

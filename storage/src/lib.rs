@@ -60,7 +60,7 @@ mod sys;
 pub mod testutil;
 
 pub use backend::{new_backend, BlobBackend, BlobReader};
-pub use cache::{BlobCacheManager, CachedBlob, ChunkSink};
+pub use cache::{BlobCacheManager, CachedBlob, ChunkSink, VecSink};
 pub use config::*;
 pub use error::{Result, StorageError};
 pub use metrics::CacheMetrics;

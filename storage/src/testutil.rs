@@ -5,8 +5,6 @@
 //!
 //! These helpers panic on I/O errors: they are for tests only.
 
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -16,7 +14,7 @@ use nydus_format::reader::BlobInfo;
 use nydus_format::{flags, Compressor, Digest, Digester};
 
 use crate::backend::{BlobBackend, BlobReader};
-use crate::cache::ChunkSink;
+pub use crate::cache::VecSink;
 use crate::config::{BackendConfig, CacheConfig, LocalFsConfig};
 use crate::error::Result;
 
@@ -230,23 +228,5 @@ impl BlobReader for CountingReader {
         self.counts.reads.fetch_add(1, Ordering::SeqCst);
         self.counts.bytes.fetch_add(n as u64, Ordering::SeqCst);
         Ok(n)
-    }
-}
-
-/// A sink that collects everything into a vector.
-#[derive(Debug, Default)]
-pub struct VecSink(pub Vec<u8>);
-
-impl ChunkSink for VecSink {
-    fn write_from_file(&mut self, file: &File, offset: u64, len: usize) -> std::io::Result<usize> {
-        let at = self.0.len();
-        self.0.resize(at + len, 0);
-        file.read_exact_at(&mut self.0[at..], offset)?;
-        Ok(len)
-    }
-
-    fn write_bytes(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.0.extend_from_slice(data);
-        Ok(data.len())
     }
 }

@@ -55,6 +55,25 @@ pub trait ChunkSink {
     fn write_bytes(&mut self, data: &[u8]) -> io::Result<usize>;
 }
 
+/// A sink that collects everything into a vector (a whole file's bytes, say).
+#[derive(Debug, Default)]
+pub struct VecSink(pub Vec<u8>);
+
+impl ChunkSink for VecSink {
+    fn write_from_file(&mut self, file: &File, offset: u64, len: usize) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let at = self.0.len();
+        self.0.resize(at + len, 0);
+        file.read_exact_at(&mut self.0[at..], offset)?;
+        Ok(len)
+    }
+
+    fn write_bytes(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.0.extend_from_slice(data);
+        Ok(data.len())
+    }
+}
+
 /// State shared by a manager and all its blobs.
 #[derive(Debug)]
 pub(crate) struct Shared {
