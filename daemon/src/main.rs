@@ -105,6 +105,9 @@ fn run(args: cli::Args, log: Arc<logging::LogControl>) -> Result<()> {
     if args.bootstrap.is_none() && args.apisock.is_none() {
         bail!("nothing to serve: pass --bootstrap FILE, or --apisock PATH to mount images through the API")
     }
+    // Catch SIGINT/SIGTERM before anything is mounted: a signal that arrives while the
+    // mount is being set up is queued and handled (unmount, exit 0), never fatal.
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?;
     let id = args.id.clone().or(startup.as_ref().and_then(|c| c.0.id.clone())).unwrap_or_else(|| "nydusd".into());
     // Claim the API socket first: a second daemon on the same socket fails before mounting.
     let api_socket = match &args.apisock {
@@ -153,7 +156,6 @@ fn run(args: cli::Args, log: Arc<logging::LogControl>) -> Result<()> {
         }
         None => None,
     };
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?;
     let handle = signals.handle();
     std::thread::spawn(move || {
         if let Some(sig) = signals.forever().next() {
