@@ -12,10 +12,13 @@ exports that image as a raw EROFS disk, then measures, in one run, for
              daemon for every cold run)
 
 these operations, cold (after sync + drop_caches) and warm (repeated
-immediately after):
+immediately after). With --cold-runs N the three kinds take turns N times
+(native, erofs, nydusd, native, ...) and the median cold run is reported, so
+a change of the shared disk's speed during the run weighs on all of them:
 
     find     find M | wc -l
-    stat     os.lstat of every entry, from a precomputed path list
+    stat     os.lstat of every entry, from a precomputed path list (paths
+             relative to the root's parent, so mountpoint depth is no factor)
     readall  tar -C M -cf - . | wc -c
     dd       dd if=M/bench-random-1g.bin of=/dev/null bs=1M
     fio      4 KiB random reads at queue depth 1 (psync) on the 1 GiB file
@@ -86,8 +89,11 @@ RSS_LIMIT_MIB = 40.0
 # runner; it times only the lstat loop (not interpreter start-up or list loading).
 STAT_WALK = r"""
 import os, sys, time
-root = os.fsencode(sys.argv[1])
 rel = [r for r in open(sys.argv[2], 'rb').read().split(b'\0') if r]
+# Walk from the root's parent: every kind's paths have the same number of
+# components, however deep its mountpoint is.
+parent, root = os.path.split(os.path.abspath(os.fsencode(sys.argv[1])))
+os.chdir(parent)
 paths = [root if r == b'.' else root + b'/' + r for r in rel]
 err = 0
 t0 = time.perf_counter()
@@ -815,11 +821,17 @@ def main():
             label = OP_INFO[op][0]
             log("")
             log("%s (%s):" % (op, label))
-            for kind in KINDS:
-                m = {"native": tree, "erofs": mnt_erofs, "nydusd": mnt_nydusd}[kind]
-                cold_runs = []
-                first_runs, first_rec = [], None
-                for rep in range(args.cold_runs):
+            # The kinds take turns within each repetition (native, erofs,
+            # nydusd, native, ...), so a drift of the shared disk's speed
+            # during the run weighs on every kind alike.
+            per = {k: {"cold_runs": [], "first_runs": [], "first_rec": None, "done": False}
+                   for k in KINDS}
+            for rep in range(args.cold_runs):
+                for kind in KINDS:
+                    st = per[kind]
+                    if st["done"]:
+                        continue
+                    m = {"native": tree, "erofs": mnt_erofs, "nydusd": mnt_nydusd}[kind]
                     warm_n = args.warm_runs if rep == 0 else 0
                     runs = []
                     d = None
@@ -833,11 +845,12 @@ def main():
                         except RuntimeError as e:
                             r = {"ok": False, "error": str(e)}
                             log("  %-7s cold : FAILED: %s" % (kind, e))
-                            cold_runs.append(r)
+                            st["cold_runs"].append(r)
                             if rep == 0:
-                                first_runs = [r]
+                                st["first_runs"] = [r]
                             finish_daemon(d, op)
-                            break
+                            st["done"] = True
+                            continue
                         log("  %-7s daemon ready %.3f s after exec" % (kind, d.ready_s))
                     for i in range(1 + warm_n):
                         phase = "cold" if i == 0 else "warm"
@@ -861,15 +874,18 @@ def main():
                         log("  %-7s %-5s: %s" % (kind, phase if i < 2 else "", describe_run(op, r)))
                         if not r["ok"]:
                             break
-                    # Inside the repetition: keep this one's cold sample,
-                    # and the warm runs and daemon record of the first.
+                    # Keep this repetition's cold sample, and the warm runs
+                    # and daemon record of the first.
                     if runs:
-                        cold_runs.append(runs[0])
+                        st["cold_runs"].append(runs[0])
                     rec = finish_daemon(d, op) if d is not None else None
                     if rep == 0:
-                        first_runs, first_rec = runs, rec
+                        st["first_runs"], st["first_rec"] = runs, rec
                     if not runs or not runs[0]["ok"]:
-                        break
+                        st["done"] = True
+            for kind in KINDS:
+                cold_runs = per[kind]["cold_runs"]
+                first_runs, first_rec = per[kind]["first_runs"], per[kind]["first_rec"]
                 runs, rec = first_runs, first_rec
                 cold_ok = [r for r in cold_runs if r["ok"]]
                 cold = None
