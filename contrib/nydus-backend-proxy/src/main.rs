@@ -86,13 +86,15 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 async fn serve(cli: Cli) -> Result<()> {
+    // Handle stop signals before the port opens: a client that sees the port
+    // may signal at once.
+    let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let listener = TcpListener::bind(cli.addr).await.with_context(|| format!("cannot listen on {}", cli.addr))?;
     let local = listener.local_addr()?;
     let blobs = Arc::new(BlobDir::new(&cli.blobsdir));
     let limit = Arc::new(Semaphore::new(cli.max_connections as usize));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     tracing::info!(addr = %local, blobsdir = %blobs.dir().display(), max_connections = cli.max_connections, "serving");
     loop {
         let permit = tokio::select! {
