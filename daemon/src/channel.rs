@@ -13,10 +13,12 @@
 //! unmount, or after an abort through `/sys/fs/fuse/connections`).
 
 use std::fs::File;
-use std::io;
-use std::os::fd::AsRawFd;
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, FromRawFd};
 
 use fuse_backend_rs::transport::{FuseBuf, FuseDevWriter, FuseSession, Reader};
+
+use crate::passthrough;
 
 /// Largest request the kernel sends: a 1 MiB write payload plus headers
 /// (fuse-backend-rs negotiates max_write = 1 MiB).
@@ -27,13 +29,55 @@ pub struct BlockingChannel {
     file: File,
     req: Vec<u8>,
     reply: Vec<u8>,
+    /// Ask for FUSE passthrough in the INIT reply.
+    passthrough: bool,
+    /// The pipe the INIT reply is being written to (read end, write end).
+    init_reply: Option<File>,
+    init_writer: Option<File>,
 }
 
 impl BlockingChannel {
-    /// A new channel on a clone of `session`'s device (blocking reads).
-    pub fn new(session: &FuseSession) -> io::Result<Self> {
+    /// A new channel on a clone of `session`'s device (blocking reads);
+    /// with `passthrough`, it asks for FUSE passthrough if it gets `FUSE_INIT`.
+    pub fn new(session: &FuseSession, passthrough: bool) -> io::Result<Self> {
         let file = session.clone_fuse_file().map_err(|e| io::Error::other(format!("cannot clone /dev/fuse: {e}")))?;
-        Ok(Self { file, req: vec![0; REQUEST_BUF], reply: vec![0; REQUEST_BUF] })
+        Ok(Self {
+            file,
+            req: vec![0; REQUEST_BUF],
+            reply: vec![0; REQUEST_BUF],
+            passthrough,
+            init_reply: None,
+            init_writer: None,
+        })
+    }
+
+    /// Call after the request returned by [`BlockingChannel::next`] was handled:
+    /// sends an INIT reply that was held back to ask for passthrough.
+    pub fn finish(&mut self) -> io::Result<()> {
+        drop(self.init_writer.take());
+        let Some(mut pipe) = self.init_reply.take() else { return Ok(()) };
+        let mut reply = Vec::new();
+        pipe.read_to_end(&mut reply)?;
+        if passthrough::ask_passthrough(&mut reply) {
+            tracing::info!("asked the kernel for FUSE passthrough");
+        }
+        // SAFETY: `reply` is a live buffer of `reply.len()` bytes.
+        let n = unsafe { libc::write(self.file.as_raw_fd(), reply.as_ptr().cast(), reply.len()) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// A pipe for the INIT reply: (read end, write end).
+    fn pipe() -> io::Result<(File, File)> {
+        let mut fds = [0; 2];
+        // SAFETY: `fds` has room for the two descriptors pipe2 returns.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: both descriptors are new and owned by nothing else.
+        Ok(unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) })
     }
 
     /// Wait for the next request; `None` once the connection has ended.
@@ -44,9 +88,23 @@ impl BlockingChannel {
             // that nothing else references during the call.
             let n = unsafe { libc::read(fd, self.req.as_mut_ptr().cast(), self.req.len()) };
             if n >= 0 {
-                let reader = Reader::from_fuse_buffer(FuseBuf::new(&mut self.req[..n as usize]))
-                    .map_err(|e| io::Error::other(e.to_string()))?;
-                let writer = FuseDevWriter::new(fd, &mut self.reply).map_err(|e| io::Error::other(e.to_string()))?;
+                let req = &mut self.req[..n as usize];
+                let mut out_fd = fd;
+                if self.passthrough
+                    && passthrough::opcode(req) == Some(passthrough::FUSE_INIT)
+                    && passthrough::init_offers_passthrough(req)
+                {
+                    // The reply (80 bytes) fits in the pipe's buffer; `finish` closes
+                    // the write end, reads the reply and sends it on.
+                    let (r, w) = Self::pipe()?;
+                    out_fd = w.as_raw_fd();
+                    self.init_reply = Some(r);
+                    self.init_writer = Some(w);
+                }
+                let reader =
+                    Reader::from_fuse_buffer(FuseBuf::new(req)).map_err(|e| io::Error::other(e.to_string()))?;
+                let writer =
+                    FuseDevWriter::new(out_fd, &mut self.reply).map_err(|e| io::Error::other(e.to_string()))?;
                 return Ok(Some((reader, writer)));
             }
             let e = io::Error::last_os_error();

@@ -10,6 +10,7 @@ mod logging;
 mod metrics;
 mod mounts;
 mod notify;
+mod passthrough;
 #[allow(dead_code)] // until the API server serves `GET /metrics`
 mod prometheus;
 mod redact;
@@ -26,6 +27,7 @@ use fuse_backend_rs::api::{Vfs, VfsOptions};
 use nydus_api::ApiHandler;
 
 use mounts::Mounts;
+use passthrough::BackingRegistry;
 use server::{Event, Mounted};
 use state::MountState;
 
@@ -86,12 +88,12 @@ fn startup_config(args: &cli::Args) -> Result<Option<(config::DaemonConfig, Stri
     })
 }
 
-fn vfs_options(keep_cache: bool) -> VfsOptions {
+fn vfs_options(keep_cache: bool, passthrough: bool) -> VfsOptions {
     let mut o = VfsOptions::default();
     // Read-only images: no write-back cache; the kernel may skip open/opendir (ENOSYS)
-    // as RafsFs does on its own.
+    // as RafsFs does on its own, unless opens are answered for passthrough.
     o.no_writeback = true;
-    o.no_open = keep_cache;
+    o.no_open = keep_cache && !passthrough;
     o.no_opendir = keep_cache;
     o.out_opts = nydus_fs::fuse::FS_OPTIONS;
     o
@@ -120,10 +122,13 @@ fn run(args: cli::Args, log: Arc<logging::LogControl>) -> Result<()> {
     };
     server::clean_stale_mountpoint(&args.mountpoint)?;
     let keep_cache = startup.as_ref().is_none_or(|c| c.0.fs.keep_cache);
-    let mut vfs = Vfs::new(vfs_options(keep_cache));
+    // Passthrough is a property of the FUSE connection: the startup config decides.
+    let passthrough = startup.as_ref().is_some_and(|c| c.0.fs.passthrough);
+    let mut vfs = Vfs::new(vfs_options(keep_cache, passthrough));
     vfs.set_remove_pseudo_root();
     let vfs = Arc::new(vfs);
-    let mounts = Arc::new(Mounts::new(vfs.clone()));
+    let backing = passthrough.then(|| Arc::new(BackingRegistry::default()));
+    let mounts = Arc::new(Mounts::new(vfs.clone(), backing.clone()));
     if let (Some(b), Some((cfg, text))) = (&args.bootstrap, &startup) {
         let state = MountState {
             source: b.display().to_string(),
@@ -135,7 +140,12 @@ fn run(args: cli::Args, log: Arc<logging::LogControl>) -> Result<()> {
         mounts.mount("/", state, loaded).map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     let (tx, rx) = mpsc::channel();
-    let mounted = Mounted::start(vfs, &args.mountpoint, args.thread_num, tx.clone())?;
+    let mounted = Mounted::start(vfs, &args.mountpoint, args.thread_num, tx.clone(), passthrough)?;
+    if let Some(b) = &backing {
+        if let Err(e) = mounted.attach_backing(b) {
+            tracing::warn!(error = %e, "passthrough unavailable; large files are read through the page cache");
+        }
+    }
     match mounted.notifier() {
         Ok(n) => mounts.set_notifier(n),
         Err(e) => tracing::warn!(error = %e, "kernel cache invalidation unavailable; remounts may show stale names"),

@@ -13,11 +13,12 @@ use fuse_backend_rs::api::{BackFileSystem, Vfs};
 use nydus_fs::metrics::{rafs_path_resolver, FsMetrics, MeteredFs, MetricsOptions, PathResolver};
 use nydus_fs::rafs::ROOT_INO;
 use nydus_fs::{ImageSet, Rafs, RafsFs};
-use nydus_storage::{new_backend, BlobBackend, BlobCacheManager, Prefetcher};
+use nydus_storage::{new_backend, BlobBackend, BlobCacheManager, CacheKind, Prefetcher};
 use thiserror::Error;
 
 use crate::config::{self, DaemonConfig};
 use crate::notify::Notifier;
+use crate::passthrough::BackingRegistry;
 use crate::state::{DaemonState, MountState};
 
 /// Why a mount request failed (each maps to an HTTP status).
@@ -107,12 +108,21 @@ pub struct Mounts {
     /// Blob caches by work directory: a cache directory is locked by one manager, so
     /// mounts with the same cache and backend settings share it.
     caches: Mutex<HashMap<PathBuf, SharedCache>>,
+    /// Backing files of FUSE passthrough, when the daemon asked the kernel for it: every
+    /// mount then answers opens (see `nydus_fs::passthrough`).
+    backing: Option<Arc<BackingRegistry>>,
 }
 
 impl Mounts {
-    /// An empty table over `vfs`.
-    pub fn new(vfs: Arc<Vfs>) -> Self {
-        Self { vfs, notifier: Mutex::new(None), table: Mutex::new(BTreeMap::new()), caches: Mutex::new(HashMap::new()) }
+    /// An empty table over `vfs`; with `backing`, mounts use FUSE passthrough.
+    pub fn new(vfs: Arc<Vfs>, backing: Option<Arc<BackingRegistry>>) -> Self {
+        Self {
+            vfs,
+            notifier: Mutex::new(None),
+            table: Mutex::new(BTreeMap::new()),
+            caches: Mutex::new(HashMap::new()),
+            backing,
+        }
     }
 
     /// Where to send kernel cache notices once the session is up: invalidations, and the
@@ -211,6 +221,9 @@ impl Mounts {
             self.notifier.lock().unwrap_or_else(|e| e.into_inner()).as_ref().filter(|_| loaded.cfg.fs.keep_cache)
         {
             enable_push(n, &images, fs_idx);
+        }
+        if let Some(b) = &self.backing {
+            enable_passthrough(b, &images, &loaded.cfg);
         }
         let prefetcher = start_prefetch(&loaded.rafs, &loaded.cfg.fs.prefetch, &state.prefetch_files);
         self.invalidate_path(mp);
@@ -358,5 +371,24 @@ pub fn start_prefetch(rafs: &Arc<Rafs>, cfg: &nydus_storage::PrefetchConfig, pat
 fn enable_push(n: &Arc<Notifier>, images: &Arc<ImageSet>, fs_idx: u8) {
     if let Err(e) = images.enable_push(n.clone(), (fs_idx as u64) << 56) {
         tracing::warn!(error = %e, "cannot start the page-cache push thread; reads are served on demand only");
+    }
+}
+
+/// Let mount `images` answer opens and pass large cached files through, keeping their
+/// copies next to the blob cache (`WORK_DIR/passthrough`). Copies are made only when the
+/// mount's config asks for passthrough and its cache has a directory and no size limit
+/// (copies are not counted against it).
+fn enable_passthrough(b: &Arc<BackingRegistry>, images: &Arc<ImageSet>, cfg: &DaemonConfig) {
+    let (fs, cache) = (&cfg.fs, &cfg.cache);
+    let usable = cache.kind == CacheKind::Blobcache && cache.max_size.is_none();
+    if fs.passthrough && !usable {
+        tracing::warn!("passthrough needs a blob cache without max_size; large files are read through the page cache");
+    }
+    let dir = (fs.passthrough && usable).then(|| cache.work_dir.join("passthrough"));
+    if let Err(e) = images.enable_passthrough(b.clone(), dir.clone(), fs.passthrough_min_size, fs.keep_cache) {
+        tracing::warn!(error = %e, dir = ?dir, "cannot set up passthrough copies; large files are read through the page cache");
+        // Opens must still be answered: the kernel stops sending them to every mount
+        // after one refusal.
+        let _ = images.enable_passthrough(b.clone(), None, fs.passthrough_min_size, fs.keep_cache);
     }
 }

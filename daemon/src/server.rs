@@ -16,6 +16,7 @@ use fuse_backend_rs::transport::FuseSession;
 
 use crate::channel::BlockingChannel;
 use crate::notify::Notifier;
+use crate::passthrough::BackingRegistry;
 
 /// Events that end the daemon's wait.
 pub enum Event {
@@ -69,7 +70,8 @@ pub struct Mounted {
 
 impl Mounted {
     /// Mount `fs` at `mp` and start `threads` workers; each reports its exit on `events`.
-    pub fn start(fs: Arc<Vfs>, mp: &Path, threads: usize, events: Sender<Event>) -> Result<Self> {
+    /// With `passthrough`, ask the kernel for FUSE passthrough.
+    pub fn start(fs: Arc<Vfs>, mp: &Path, threads: usize, events: Sender<Event>, passthrough: bool) -> Result<Self> {
         let mut session = FuseSession::new(mp, "nydusfs", "rafs", true).map_err(|e| anyhow::anyhow!("{e}"))?;
         session.set_allow_other(true);
         session.mount().map_err(|e| anyhow::anyhow!("cannot mount {}: {e}", mp.display()))?;
@@ -77,7 +79,7 @@ impl Mounted {
         let running = Arc::new(AtomicUsize::new(0));
         let mut workers = Vec::new();
         for n in 0..threads.max(1) {
-            let mut ch = BlockingChannel::new(&session).context("cannot open a FUSE channel")?;
+            let mut ch = BlockingChannel::new(&session, passthrough).context("cannot open a FUSE channel")?;
             let (server, events, running) = (server.clone(), events.clone(), running.clone());
             running.fetch_add(1, Ordering::SeqCst);
             let h = std::thread::Builder::new().name(format!("fuse-{n}")).spawn(move || {
@@ -86,6 +88,9 @@ impl Mounted {
                         Ok(Some((reader, writer))) => {
                             if let Err(e) = server.handle_message(reader, writer.into(), None, None) {
                                 tracing::debug!(error = %e, "FUSE reply failed");
+                            }
+                            if let Err(e) = ch.finish() {
+                                tracing::warn!(error = %e, "cannot answer FUSE_INIT");
                             }
                         }
                         Ok(None) => {
@@ -110,6 +115,13 @@ impl Mounted {
             raise_readahead(dev, READ_AHEAD_KB);
         }
         Ok(Self { session, workers, conn_id, running })
+    }
+
+    /// Let `reg` register passthrough backing files on this session.
+    pub fn attach_backing(&self, reg: &BackingRegistry) -> Result<()> {
+        let f = self.session.clone_fuse_file().map_err(|e| anyhow::anyhow!("cannot clone the FUSE descriptor: {e}"))?;
+        reg.attach(f);
+        Ok(())
     }
 
     /// A writer of invalidation notices to this session.

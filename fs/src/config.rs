@@ -24,6 +24,11 @@ pub struct FsConfig {
     pub attr_timeout: Duration,
     /// Let the kernel keep file pages across opens (default on).
     pub keep_cache: bool,
+    /// FUSE passthrough for large files wholly in the blob cache (see
+    /// [`crate::passthrough`]; default off).
+    pub passthrough: bool,
+    /// Smallest file passed through (default 16 MiB).
+    pub passthrough_min_size: u64,
     /// Background prefetch.
     pub prefetch: PrefetchConfig,
 }
@@ -38,6 +43,8 @@ impl Default for FsConfig {
             entry_timeout: Duration::from_secs(86400),
             attr_timeout: Duration::from_secs(86400),
             keep_cache: true,
+            passthrough: false,
+            passthrough_min_size: 16 << 20,
             prefetch: PrefetchConfig::default(),
         }
     }

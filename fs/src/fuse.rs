@@ -235,13 +235,18 @@ impl FileSystem for RafsFs {
         if acc != libc::O_RDONLY || flags as i32 & libc::O_TRUNC != 0 {
             return erofs();
         }
-        let keep_cache = self.images.with(inode, |g, l| {
+        let (keep_cache, size) = self.images.with(inode, |g, l| {
             let i = g.rafs().inode(l).map_err(|e| fail(g.rafs(), l, "open", e))?;
             if i.is_dir() {
                 return Err(io::Error::from_raw_os_error(libc::EISDIR));
             }
-            Ok(g.rafs().config().keep_cache)
+            Ok((g.rafs().config().keep_cache, i.size))
         })?;
+        if let Some(p) = self.images.passthrough() {
+            let images = &self.images;
+            let key = || images.with(inode, |g, l| g.rafs().content_key(l).map_err(|e| fail(g.rafs(), l, "open", e)));
+            return Ok(p.open(inode, size, key));
+        }
         if keep_cache {
             // ENOSYS tells the kernel it need not send open/release at all;
             // it then treats every open as FOPEN_KEEP_CACHE. The image is
@@ -278,11 +283,16 @@ impl FileSystem for RafsFs {
         let (n, at_end) = self
             .images
             .with(inode, |g, l| g.rafs().read(l, offset, size, &mut sink).map_err(|e| fail(g.rafs(), l, "read", e)))?;
-        if let Some(p) = self.images.pusher().filter(|_| at_end) {
-            let images = &self.images;
-            p.file_done(inode, |ino| {
-                images.with(ino, |g, l| Ok(g.rafs().is_cached(l).unwrap_or(false))).unwrap_or(false)
-            });
+        let images = &self.images;
+        if let Some(p) = images.passthrough() {
+            p.touch();
+        }
+        if !at_end {
+            return Ok(n);
+        }
+        let cached = |ino| images.with(ino, |g, l| Ok(g.rafs().is_cached(l).unwrap_or(false))).unwrap_or(false);
+        if let Some(p) = images.pusher() {
+            p.file_done(inode, cached);
         }
         Ok(n)
     }
@@ -305,7 +315,27 @@ impl FileSystem for RafsFs {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn release(&self, _: &Context, _: u64, _: u32, _: u64, _: bool, _: bool, _: Option<u64>) -> io::Result<()> {
+    fn release(
+        &self,
+        _: &Context,
+        inode: u64,
+        _: u32,
+        handle: u64,
+        _: bool,
+        _: bool,
+        _: Option<u64>,
+    ) -> io::Result<()> {
+        if let Some(p) = self.images.passthrough() {
+            p.release(inode, handle, || {
+                let info = self.images.with(inode, |g, l| {
+                    let rafs = g.rafs();
+                    let size = rafs.inode(l).map_err(|e| io::Error::other(e.to_string()))?.size;
+                    let key = rafs.content_key(l).map_err(|e| io::Error::other(e.to_string()))?;
+                    Ok((size, rafs.is_cached(l).unwrap_or(false), key))
+                });
+                info.ok()
+            });
+        }
         Ok(())
     }
 

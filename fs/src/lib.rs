@@ -12,6 +12,7 @@ pub mod config;
 pub mod error;
 pub mod fuse;
 pub mod metrics;
+pub mod passthrough;
 pub mod push;
 pub mod rafs;
 pub mod vfs;

@@ -289,6 +289,24 @@ impl Rafs {
         Ok(true)
     }
 
+    /// A name for the content of regular file `ino`: a digest of its size and
+    /// of the blob ids and chunk indexes it is made of (blob ids are digests
+    /// of the blobs' contents), in hex.
+    pub fn content_key(&self, ino: u64) -> Result<String> {
+        use sha2::Digest as _;
+        let i = self.inode(ino)?;
+        let mut h = sha2::Sha256::new();
+        h.update(i.size.to_le_bytes());
+        h.update(self.boot.sb.chunk_size.to_le_bytes());
+        for c in self.boot.chunks(&i)? {
+            let blob = self.blobs.get(c.blob_index as usize).ok_or(FsError::NoInode(i.nid))?;
+            h.update(blob.blob_id().as_bytes());
+            h.update([0]);
+            h.update(c.ci_index.to_le_bytes());
+        }
+        Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    }
+
     /// Chunks to prefetch for `paths` (files, or directories meaning every
     /// file below them), per blob index, deduplicated.
     pub fn prefetch_chunks(&self, paths: &[String]) -> Result<Vec<Vec<u32>>> {

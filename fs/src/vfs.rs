@@ -26,6 +26,7 @@
 
 use std::any::Any;
 use std::io;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -34,6 +35,7 @@ use fuse_backend_rs::api::filesystem::Entry;
 use fuse_backend_rs::api::{BackendFileSystem, VFS_MAX_INO};
 
 use crate::fuse::RafsFs;
+use crate::passthrough::{BackingFiles, Passthrough};
 use crate::push::{PageCacheStore, Pusher};
 use crate::rafs::{Rafs, ROOT_INO};
 
@@ -84,13 +86,19 @@ pub struct ImageSet {
     gens: ArcSwap<Gens>,
     /// Pushes cached data into the kernel's page cache, when the transport can.
     push: OnceLock<Pusher>,
+    /// Answers opens, passing large cached files through, when the transport can.
+    passthrough: OnceLock<Passthrough>,
 }
 
 impl ImageSet {
     /// A set serving `rafs` as generation 0.
     pub fn new(rafs: Arc<Rafs>) -> Self {
         let current = Arc::new(Generation { gen: 0, rafs, refs: AtomicU64::new(0) });
-        Self { gens: ArcSwap::from_pointee(Gens { current, retired: Vec::new() }), push: OnceLock::new() }
+        Self {
+            gens: ArcSwap::from_pointee(Gens { current, retired: Vec::new() }),
+            push: OnceLock::new(),
+            passthrough: OnceLock::new(),
+        }
     }
 
     /// Push cached file data into the kernel's page cache through `store`
@@ -107,6 +115,29 @@ impl ImageSet {
     /// The pusher, if enabled.
     pub fn pusher(&self) -> Option<&Pusher> {
         self.push.get()
+    }
+
+    /// Answer opens (instead of letting the kernel skip them) and pass large
+    /// files wholly in the blob cache through to copies in `dir` (see
+    /// [`crate::passthrough`]); other opens keep the page cache if
+    /// `keep_cache`. Only the first call has an effect.
+    pub fn enable_passthrough(
+        self: &Arc<Self>,
+        backing: Arc<dyn BackingFiles>,
+        dir: Option<PathBuf>,
+        min_size: u64,
+        keep_cache: bool,
+    ) -> io::Result<()> {
+        if self.passthrough.get().is_none() {
+            let p = Passthrough::start(self, backing, dir, min_size, keep_cache)?;
+            let _ = self.passthrough.set(p);
+        }
+        Ok(())
+    }
+
+    /// The passthrough state, if enabled.
+    pub fn passthrough(&self) -> Option<&Passthrough> {
+        self.passthrough.get()
     }
 
     /// The image new lookups resolve against.

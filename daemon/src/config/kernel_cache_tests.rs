@@ -1,4 +1,5 @@
-//! `entry_timeout`, `attr_timeout` and `keep_cache` in v1 and v2 files.
+//! `entry_timeout`, `attr_timeout`, `keep_cache`, `passthrough` and `passthrough_min_size`
+//! in v1 and v2 files.
 
 use std::time::Duration;
 
@@ -24,6 +25,22 @@ fn defaults_let_the_kernel_cache_for_a_day() {
         assert_eq!(c.fs.entry_timeout, Duration::from_secs(86400));
         assert_eq!(c.fs.attr_timeout, Duration::from_secs(86400));
         assert!(c.fs.keep_cache);
+        assert!(!c.fs.passthrough);
+        assert_eq!(c.fs.passthrough_min_size, 16 << 20);
+    }
+}
+
+#[test]
+fn v1_and_v2_set_passthrough() {
+    let texts = [
+        v1(r#", "passthrough": true, "passthrough_min_size": 1048576"#),
+        v2("passthrough = true\npassthrough_min_size = 1048576"),
+    ];
+    for text in texts {
+        let (c, warnings) = parse_str(&text, FILE).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert!(c.fs.passthrough);
+        assert_eq!(c.fs.passthrough_min_size, 1 << 20);
     }
 }
 
@@ -49,6 +66,9 @@ fn bad_values_name_the_key() {
         (v2("attr_timeout = 1e12"), "rafs.attr_timeout: 1000000000000 is not a number of seconds"),
         (v1(r#", "keep_cache": "yes""#), "keep_cache: invalid type: string"),
         (v2("entry_timeout = \"1s\""), "rafs.entry_timeout: invalid type: string"),
+        (v1(r#", "passthrough_min_size": 0"#), "passthrough_min_size: must be at least 1 byte"),
+        (v2("passthrough_min_size = 0"), "rafs.passthrough_min_size: must be at least 1 byte"),
+        (v2("passthrough = 1"), "rafs.passthrough: invalid type: integer"),
     ];
     for (text, want) in cases {
         let e = parse_str(&text, FILE).expect_err(&text).to_string();

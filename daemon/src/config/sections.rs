@@ -261,22 +261,20 @@ pub(super) fn warn_external_backends(ctx: &mut Ctx, list: &[Value], key: &str) {
 }
 
 /// The kernel-cache settings of a filesystem: `entry_timeout` and
-/// `attr_timeout` (seconds) and `keep_cache`, top-level in v1 and under
-/// `rafs` in v2. Absent keys keep the defaults of [`FsConfig`].
+/// `attr_timeout` (seconds), `keep_cache`, `passthrough` and
+/// `passthrough_min_size` (bytes), top-level in v1 and under `rafs` in v2.
+/// Absent keys keep the defaults of [`FsConfig`].
 pub(super) struct KernelCache {
     pub(super) entry: Option<f64>,
     pub(super) attr: Option<f64>,
     pub(super) keep: Option<bool>,
+    pub(super) passthrough: Option<bool>,
+    pub(super) passthrough_min_size: Option<u64>,
 }
 
 impl KernelCache {
-    /// Check the values; `section` is the key prefix ("" or "rafs").
-    pub(super) fn resolve(
-        self,
-        ctx: &Ctx,
-        section: &str,
-        defaults: &FsConfig,
-    ) -> Result<(Duration, Duration, bool), ConfigError> {
+    /// Check the values and set them on `fs`; `section` is the key prefix ("" or "rafs").
+    pub(super) fn apply(self, ctx: &Ctx, section: &str, fs: &mut FsConfig) -> Result<(), ConfigError> {
         let secs =
             |v: Option<f64>, key: &str, default: Duration| match v {
                 None => Ok(default),
@@ -284,10 +282,17 @@ impl KernelCache {
                 Some(s) => Err(ctx
                     .invalid(&join(section, key), format_args!("{s} is not a number of seconds from 0 to 4294967295"))),
             };
-        Ok((
-            secs(self.entry, "entry_timeout", defaults.entry_timeout)?,
-            secs(self.attr, "attr_timeout", defaults.attr_timeout)?,
-            self.keep.unwrap_or(defaults.keep_cache),
-        ))
+        fs.entry_timeout = secs(self.entry, "entry_timeout", fs.entry_timeout)?;
+        fs.attr_timeout = secs(self.attr, "attr_timeout", fs.attr_timeout)?;
+        fs.keep_cache = self.keep.unwrap_or(fs.keep_cache);
+        fs.passthrough = self.passthrough.unwrap_or(fs.passthrough);
+        match self.passthrough_min_size {
+            Some(0) => {
+                return Err(ctx.invalid(&join(section, "passthrough_min_size"), "must be at least 1 byte"));
+            }
+            Some(n) => fs.passthrough_min_size = n,
+            None => {}
+        }
+        Ok(())
     }
 }

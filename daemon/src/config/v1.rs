@@ -51,6 +51,12 @@ struct RafsConfig {
     /// Keep file pages in the kernel's cache across opens (ours).
     #[serde(default)]
     keep_cache: Option<bool>,
+    /// FUSE passthrough for large cached files (ours).
+    #[serde(default)]
+    passthrough: Option<bool>,
+    /// Smallest file passed through, in bytes (ours).
+    #[serde(default)]
+    passthrough_min_size: Option<u64>,
 }
 
 /// `device` (upstream `FactoryConfig`).
@@ -188,19 +194,22 @@ pub(super) fn load(ctx: &mut Ctx, doc: Value) -> Result<DaemonConfig, ConfigErro
     warn_external_backends(ctx, &device.external_backends, "device.external_backends");
 
     let defaults = FsConfig::default();
-    let times = KernelCache { entry: raw.entry_timeout, attr: raw.attr_timeout, keep: raw.keep_cache };
-    let (entry_timeout, attr_timeout, keep_cache) = times.resolve(ctx, "", &defaults)?;
-    let fs = FsConfig {
+    let times = KernelCache {
+        entry: raw.entry_timeout,
+        attr: raw.attr_timeout,
+        keep: raw.keep_cache,
+        passthrough: raw.passthrough,
+        passthrough_min_size: raw.passthrough_min_size,
+    };
+    let mut fs = FsConfig {
         mode: raw.mode,
         digest_validate,
         iostats_files: raw.iostats_files,
         enable_xattr: raw.enable_xattr.unwrap_or(defaults.enable_xattr),
-        entry_timeout,
-        attr_timeout,
-        keep_cache,
         prefetch,
         ..defaults
     };
+    times.apply(ctx, "", &mut fs)?;
     Ok(DaemonConfig { id: (!device.id.is_empty()).then_some(device.id), backend, cache, fs })
 }
 

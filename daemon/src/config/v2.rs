@@ -111,6 +111,12 @@ struct RafsV2 {
     /// Keep file pages in the kernel's cache across opens (ours).
     #[serde(default)]
     keep_cache: Option<bool>,
+    /// FUSE passthrough for large cached files (ours).
+    #[serde(default)]
+    passthrough: Option<bool>,
+    /// Smallest file passed through, in bytes (ours).
+    #[serde(default)]
+    passthrough_min_size: Option<u64>,
 }
 
 impl Default for RafsV2 {
@@ -127,6 +133,8 @@ impl Default for RafsV2 {
             entry_timeout: None,
             attr_timeout: None,
             keep_cache: None,
+            passthrough: None,
+            passthrough_min_size: None,
         }
     }
 }
@@ -254,18 +262,21 @@ pub(super) fn load(ctx: &mut Ctx, doc: Value) -> Result<DaemonConfig, ConfigErro
     warn_external_backends(ctx, &raw.external_backends, "external_backends");
 
     let defaults = FsConfig::default();
-    let times = KernelCache { entry: rafs.entry_timeout, attr: rafs.attr_timeout, keep: rafs.keep_cache };
-    let (entry_timeout, attr_timeout, keep_cache) = times.resolve(ctx, "rafs", &defaults)?;
-    let fs = FsConfig {
+    let times = KernelCache {
+        entry: rafs.entry_timeout,
+        attr: rafs.attr_timeout,
+        keep: rafs.keep_cache,
+        passthrough: rafs.passthrough,
+        passthrough_min_size: rafs.passthrough_min_size,
+    };
+    let mut fs = FsConfig {
         mode: rafs.mode,
         digest_validate,
         iostats_files: rafs.iostats_files,
         enable_xattr: rafs.enable_xattr.unwrap_or(defaults.enable_xattr),
-        entry_timeout,
-        attr_timeout,
-        keep_cache,
         prefetch,
         ..defaults
     };
+    times.apply(ctx, "rafs", &mut fs)?;
     Ok(DaemonConfig { id: (!raw.id.is_empty()).then_some(raw.id), backend, cache, fs })
 }

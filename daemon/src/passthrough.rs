@@ -1,0 +1,168 @@
+//! The transport's side of FUSE passthrough (see `nydus_fs::passthrough`):
+//! asking for it in the `FUSE_INIT` reply, and registering backing files.
+//!
+//! fuse-backend-rs 0.14 cannot do either: its option flags stop before
+//! `FUSE_PASSTHROUGH` (bit 37) and its INIT reply has no `max_stack_depth`.
+//! So the worker that receives `FUSE_INIT` lets the server write the reply
+//! into a pipe, sets those two fields with [`ask_passthrough`], and writes
+//! it to the device itself. Backing files are registered with the
+//! `FUSE_DEV_IOC_BACKING_OPEN` ioctl on the session's device (the kernel
+//! requires `CAP_SYS_ADMIN`; a refusal turns passthrough off for the mount
+//! and files are read through the page cache as before).
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::sync::OnceLock;
+
+use nydus_fs::passthrough::BackingFiles;
+
+/// `FUSE_INIT`'s opcode.
+pub const FUSE_INIT: u32 = 26;
+/// `fuse_in_header` and `fuse_out_header` sizes.
+const IN_HEADER: usize = 40;
+const OUT_HEADER: usize = 16;
+/// `FUSE_INIT_EXT` in `flags`: `flags2` is valid.
+const INIT_EXT: u32 = 1 << 30;
+/// `FUSE_PASSTHROUGH` (bit 37) as a `flags2` bit.
+const PASSTHROUGH2: u32 = 1 << (37 - 32);
+/// Stacking depth of the FUSE superblock: backing files must live on a
+/// filesystem that stacks on nothing (ext4, xfs, ...), and overlayfs can
+/// still stack on the mount.
+const MAX_STACK_DEPTH: u32 = 1;
+
+/// `_IOW(229, 1, struct fuse_backing_map)` and `_IOW(229, 2, uint32_t)`.
+const FUSE_DEV_IOC_BACKING_OPEN: libc::c_ulong = 0x4010_e501;
+const FUSE_DEV_IOC_BACKING_CLOSE: libc::c_ulong = 0x4004_e502;
+
+fn word(b: &[u8], at: usize) -> Option<u32> {
+    b.get(at..at + 4).map(|w| u32::from_ne_bytes([w[0], w[1], w[2], w[3]]))
+}
+
+fn set_word(b: &mut [u8], at: usize, v: u32) {
+    b[at..at + 4].copy_from_slice(&v.to_ne_bytes());
+}
+
+/// The opcode of request `req`.
+pub fn opcode(req: &[u8]) -> Option<u32> {
+    word(req, 4)
+}
+
+/// Whether `FUSE_INIT` request `req` offers passthrough.
+pub fn init_offers_passthrough(req: &[u8]) -> bool {
+    // fuse_init_in: major, minor, max_readahead, flags, flags2, ...
+    let (flags, flags2) = (word(req, IN_HEADER + 12), word(req, IN_HEADER + 16));
+    matches!((flags, flags2), (Some(f), Some(f2)) if f & INIT_EXT != 0 && f2 & PASSTHROUGH2 != 0)
+}
+
+/// Turn on passthrough in `FUSE_INIT` reply `reply` (header included).
+/// Returns false, leaving it alone, for an error reply or one too short to
+/// carry the fields (an old protocol minor).
+pub fn ask_passthrough(reply: &mut [u8]) -> bool {
+    // fuse_init_out: flags at 12, flags2 at 32, max_stack_depth at 36.
+    let ok = word(reply, 4) == Some(0) && reply.len() >= OUT_HEADER + 40;
+    if !ok {
+        return false;
+    }
+    let flags = word(reply, OUT_HEADER + 12).unwrap_or(0);
+    set_word(reply, OUT_HEADER + 12, flags | INIT_EXT);
+    let flags2 = word(reply, OUT_HEADER + 32).unwrap_or(0);
+    set_word(reply, OUT_HEADER + 32, flags2 | PASSTHROUGH2);
+    set_word(reply, OUT_HEADER + 36, MAX_STACK_DEPTH);
+    true
+}
+
+/// Registers backing files on one FUSE session. Mounts get it before the
+/// session starts; until [`BackingRegistry::attach`] it answers `EAGAIN`.
+#[derive(Default)]
+pub struct BackingRegistry {
+    dev: OnceLock<File>,
+}
+
+impl BackingRegistry {
+    /// Use `dev`, a descriptor of the mounted session's `/dev/fuse`.
+    pub fn attach(&self, dev: File) {
+        let _ = self.dev.set(dev);
+    }
+
+    fn dev(&self) -> io::Result<&File> {
+        self.dev.get().ok_or_else(|| io::Error::from_raw_os_error(libc::EAGAIN))
+    }
+}
+
+/// `struct fuse_backing_map`.
+#[repr(C)]
+struct BackingMap {
+    fd: i32,
+    flags: u32,
+    padding: u64,
+}
+
+impl BackingFiles for BackingRegistry {
+    fn open(&self, file: &File) -> io::Result<u32> {
+        let map = BackingMap { fd: file.as_raw_fd(), flags: 0, padding: 0 };
+        // SAFETY: the ioctl reads one `fuse_backing_map` from a live local
+        // and the descriptors are open for the call.
+        let id = unsafe { libc::ioctl(self.dev()?.as_raw_fd(), FUSE_DEV_IOC_BACKING_OPEN, &map) };
+        if id < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(id as u32)
+    }
+
+    fn close(&self, id: u32) {
+        let Ok(dev) = self.dev() else { return };
+        // SAFETY: the ioctl reads one u32 from a live local.
+        let rc = unsafe { libc::ioctl(dev.as_raw_fd(), FUSE_DEV_IOC_BACKING_CLOSE, &id) };
+        if rc < 0 {
+            tracing::debug!(id, error = %io::Error::last_os_error(), "cannot drop a passthrough backing file");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn init_request(flags: u32, flags2: u32) -> Vec<u8> {
+        let mut r = vec![0u8; IN_HEADER + 64];
+        set_word(&mut r, 4, FUSE_INIT);
+        set_word(&mut r, IN_HEADER + 12, flags);
+        set_word(&mut r, IN_HEADER + 16, flags2);
+        r
+    }
+
+    #[test]
+    fn passthrough_is_offered_only_with_init_ext() {
+        assert_eq!(opcode(&init_request(0, 0)), Some(FUSE_INIT));
+        assert!(init_offers_passthrough(&init_request(INIT_EXT | 1, PASSTHROUGH2)));
+        assert!(!init_offers_passthrough(&init_request(1, PASSTHROUGH2)));
+        assert!(!init_offers_passthrough(&init_request(INIT_EXT, 1)));
+        assert!(!init_offers_passthrough(&[0u8; 20]));
+    }
+
+    #[test]
+    fn reply_gets_the_flag_and_stack_depth() {
+        let mut r = vec![0u8; OUT_HEADER + 64];
+        set_word(&mut r, OUT_HEADER + 12, 0x41);
+        set_word(&mut r, OUT_HEADER + 32, 0x8);
+        assert!(ask_passthrough(&mut r));
+        assert_eq!(word(&r, OUT_HEADER + 12), Some(0x41 | INIT_EXT));
+        assert_eq!(word(&r, OUT_HEADER + 32), Some(0x8 | PASSTHROUGH2));
+        assert_eq!(word(&r, OUT_HEADER + 36), Some(1));
+        let mut err = r.clone();
+        set_word(&mut err, 4, (-libc::EPROTO) as u32);
+        let before = err.clone();
+        assert!(!ask_passthrough(&mut err));
+        assert_eq!(err, before);
+        assert!(!ask_passthrough(&mut vec![0u8; OUT_HEADER + 24]));
+    }
+
+    #[test]
+    fn ioctl_numbers_match_the_uapi_header() {
+        // _IOW(type, nr, size) = 1 << 30 | size << 16 | type << 8 | nr
+        let iow = |nr: u64, size: usize| (1u64 << 30 | (size as u64) << 16 | 229 << 8 | nr) as libc::c_ulong;
+        assert_eq!(FUSE_DEV_IOC_BACKING_OPEN, iow(1, std::mem::size_of::<BackingMap>()));
+        assert_eq!(FUSE_DEV_IOC_BACKING_CLOSE, iow(2, 4));
+    }
+}

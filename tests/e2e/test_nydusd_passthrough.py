@@ -1,0 +1,215 @@
+"""FUSE passthrough (`"passthrough": true`): once a large file is wholly in the blob cache
+and its opens are released, nydusd makes a plain copy of it next to the cache and answers
+later opens with FOPEN_PASSTHROUGH, so the kernel reads the copy and nydusd sees no READ.
+
+Checked with nydusd's FUSE counters (through the API): after the copy, reading the file
+again, with its FUSE page cache dropped, sends no READ; the bytes are the source's, also
+through mmap; opens that overlap a page-cache open keep working (the kernel refuses to mix
+the two modes on one inode); a restarted daemon reuses the copy even with the blob gone;
+half-made copies are removed at start; small files and max_size caches make no copies.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import shutil
+import time
+
+import pytest
+
+import util
+from nydusd import daemons, nydusd_bin, v1_config, write_config  # noqa: F401  (pytest fixtures)
+from test_api import Api, wait_socket
+
+MiB = 1 << 20
+BIG = 9 * MiB + 12345
+MIN_SIZE = 4 * MiB
+COPY_WAIT = 30.0
+
+
+@pytest.fixture(scope="module")
+def pt_image(tmp_path_factory):
+    base = tmp_path_factory.mktemp("pt")
+    src = base / "src"
+    (src / "d").mkdir(parents=True)
+    (src / "big1").write_bytes(os.urandom(BIG))
+    (src / "d" / "big2").write_bytes(os.urandom(BIG - 777))
+    (src / "d" / "small").write_bytes(os.urandom(MIN_SIZE - 1))
+    img = util.create(src, base / "out", compressor="lz4_block", digester="blake3")
+    return src, img
+
+
+def counters(api: Api) -> dict:
+    # fop_hits follows upstream's StatsFop order: getattr, readlink, open, release, read, ...
+    h = api.ok("GET", "/api/v1/metrics")["fop_hits"]
+    return {"open": h[2], "release": h[3], "read": h[4]}
+
+
+def mount(daemons, tmp_path, img, cache, **extra_cfg):
+    cfg = v1_config(img.blob_dir, cache)
+    cfg.update({"passthrough": True, "passthrough_min_size": MIN_SIZE})
+    cfg.update(extra_cfg)
+    conf = write_config(tmp_path / f"pt-{time.monotonic_ns()}.json", cfg)
+    sock = tmp_path / f"api-{time.monotonic_ns()}.sock"
+    d = daemons.start(img.bootstrap, tmp_path / "mnt", config=conf, extra=["--apisock", sock])
+    wait_socket(sock, d)
+    return d, Api(sock)
+
+
+def copies(cache) -> list:
+    """Finished copies (64 hex digits), and half-made ones (dot names)."""
+    d = cache / "passthrough"
+    return sorted(p.name for p in d.iterdir()) if d.is_dir() else []
+
+
+def wait_copies(cache, n, d) -> list:
+    deadline = time.monotonic() + COPY_WAIT
+    while time.monotonic() < deadline:
+        done = [c for c in copies(cache) if not c.startswith(".")]
+        if len(done) >= n:
+            return done
+        time.sleep(0.1)
+    pytest.fail(f"no passthrough copy after {COPY_WAIT}s: {copies(cache)}\n{d.describe()}", pytrace=False)
+
+
+def read_dropped(path) -> bytes:
+    """The file's bytes, read after dropping its pages from the FUSE page cache."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        out = bytearray()
+        while chunk := os.read(fd, 1 << 20):
+            out += chunk
+        return bytes(out)
+    finally:
+        os.close(fd)
+
+
+def test_large_file_is_passed_through_after_a_full_read(daemons, tmp_path, pt_image):
+    src, img = pt_image
+    cache = tmp_path / "cache"
+    d, api = mount(daemons, tmp_path, img, cache)
+    mnt = d.mountpoint
+    want = (src / "big1").read_bytes()
+    assert read_dropped(mnt / "big1") == want
+    [key] = wait_copies(cache, 1, d)
+    assert (cache / "passthrough" / key).read_bytes() == want
+    before = counters(api)
+    assert read_dropped(mnt / "big1") == want
+    with open(mnt / "big1", "rb") as f, mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as m:
+        assert m[BIG - 5000:] == want[BIG - 5000:]
+        assert m[:4096] == want[:4096]
+    after = counters(api)
+    assert after["open"] > before["open"], f"opens are not answered: {before} -> {after}"
+    assert after["read"] == before["read"], (
+        f"reads reached nydusd after the copy was made (no passthrough): {before} -> {after}\n"
+        + d.describe())
+    # The other large file was never read whole: no copy, its reads reach nydusd.
+    assert (mnt / "d" / "big2").read_bytes()[:100] == (src / "d" / "big2").read_bytes()[:100]
+    assert counters(api)["read"] > after["read"]
+    assert "refused" not in d.log_text(), d.describe()
+    d.stop()
+
+
+def test_small_files_get_no_copy(daemons, tmp_path, pt_image):
+    src, img = pt_image
+    cache = tmp_path / "cache"
+    d, api = mount(daemons, tmp_path, img, cache)
+    want = (src / "d" / "small").read_bytes()
+    assert read_dropped(d.mountpoint / "d" / "small") == want
+    time.sleep(1.5)
+    before = counters(api)["read"]
+    assert read_dropped(d.mountpoint / "d" / "small") == want
+    assert counters(api)["read"] > before, "a file below passthrough_min_size was passed through"
+    assert copies(cache) == []
+    d.stop()
+
+
+def test_overlapping_opens_keep_working(daemons, tmp_path, pt_image):
+    """An inode open through the page cache cannot also be opened in passthrough mode
+    (the kernel fails such an open with EIO): nydusd must answer in the mode in force."""
+    src, img = pt_image
+    cache = tmp_path / "cache"
+    d, api = mount(daemons, tmp_path, img, cache)
+    path = d.mountpoint / "d" / "big2"
+    want = (src / "d" / "big2").read_bytes()
+    # Read whole and released: the copy is queued (it starts after a second of quiet).
+    assert read_dropped(path) == want
+    held = open(path, "rb")
+    try:
+        assert held.read() == want
+        wait_copies(cache, 1, d)
+        # `held` is a page-cache open made before the copy: later opens must match it.
+        for _ in range(3):
+            assert read_dropped(path) == want
+        held.seek(0)
+        assert held.read() == want
+    finally:
+        held.close()
+    # Once it is released (asynchronously), opens switch to passthrough.
+    deadline = time.monotonic() + 5
+    while True:
+        before = counters(api)["read"]
+        assert read_dropped(path) == want
+        if counters(api)["read"] == before:
+            break
+        assert time.monotonic() < deadline, "opens never switched to passthrough\n" + d.describe()
+        time.sleep(0.2)
+    # And while a passthrough open is held, new opens are passthrough too.
+    with open(path, "rb") as f1:
+        before = counters(api)["read"]
+        assert read_dropped(path) == want
+        assert f1.read() == want
+        assert counters(api)["read"] == before
+    d.stop()
+
+
+def test_restart_reuses_the_copy_without_the_blob(daemons, tmp_path, pt_image):
+    src, img = pt_image
+    cache = tmp_path / "cache"
+    d, _ = mount(daemons, tmp_path, img, cache)
+    want = (src / "big1").read_bytes()
+    assert read_dropped(d.mountpoint / "big1") == want
+    [key] = wait_copies(cache, 1, d)
+    d.stop()
+    # A half-made copy left by a crash is removed at start.
+    (cache / "passthrough" / f".{key}.99999").write_bytes(b"partial")
+    blobs = tmp_path / "blobs-moved"
+    shutil.copytree(img.blob_dir, blobs)
+    try:
+        for b in img.blob_dir.iterdir():
+            b.unlink()
+        d2, api = mount(daemons, tmp_path, img, cache)
+        assert copies(cache) == [key]
+        before = counters(api)["read"]
+        assert read_dropped(d2.mountpoint / "big1") == want
+        assert counters(api)["read"] == before, "the restarted daemon did not pass the copy through"
+        d2.stop()
+    finally:
+        for b in blobs.iterdir():
+            shutil.copy2(b, img.blob_dir / b.name)
+
+
+def test_max_size_cache_makes_no_copies(daemons, tmp_path, pt_image):
+    src, img = pt_image
+    cache = tmp_path / "cache"
+    cfg = v1_config(img.blob_dir, cache, max_size=64 * MiB)
+    cfg.update({"passthrough": True, "passthrough_min_size": MIN_SIZE})
+    conf = write_config(tmp_path / "pt-max.json", cfg)
+    d = daemons.start(img.bootstrap, tmp_path / "mnt", config=conf)
+    assert (d.mountpoint / "big1").read_bytes() == (src / "big1").read_bytes()
+    time.sleep(1.5)
+    assert copies(cache) == []
+    assert "passthrough needs a blob cache without max_size" in d.log_text(), d.describe()
+    d.stop()
+
+
+def test_config_rejects_a_zero_min_size(daemons, tmp_path, pt_image):
+    _, img = pt_image
+    cfg = v1_config(img.blob_dir, tmp_path / "cache")
+    cfg.update({"passthrough": True, "passthrough_min_size": 0})
+    conf = write_config(tmp_path / "pt-zero.json", cfg)
+    rc, out, _ = daemons.run_to_exit(["--config", conf, "--mountpoint", tmp_path / "mnt",
+                                      "--bootstrap", img.bootstrap], tmp_path / "mnt")
+    assert rc not in (0, None) and "passthrough_min_size" in out, out
