@@ -11,8 +11,11 @@ exports that image as a raw EROFS disk, then measures, in one run, for
              (localfs backend, blobcache, fresh empty cache and a fresh
              daemon for every cold run)
 
-these operations, cold (after sync + drop_caches) and warm (repeated
-immediately after). With --cold-runs N the three kinds take turns N times
+these operations, cold (after sync + drop_caches) and warm (repeated after
+the cold run; for nydusd once the daemon has been idle for 1.5 s, so the
+background work the cold run started, page-cache pushes and passthrough
+copies, is done). nydusd runs with `"passthrough": true` unless
+--no-passthrough is given. With --cold-runs N the three kinds take turns N times
 (native, erofs, nydusd, native, ...) and the median cold run is reported, so
 a change of the shared disk's speed during the run weighs on all of them:
 
@@ -161,6 +164,25 @@ def drop_caches():
     subprocess.run(["sync"])
     with open("/proc/sys/vm/drop_caches", "w") as f:
         f.write("3\n")
+
+
+SETTLE_QUIET = 1.5   # s without CPU use: passthrough copies start after 1 s of quiet
+SETTLE_MAX = 60.0
+
+
+def settle(d):
+    """Wait until daemon `d` has used no CPU for SETTLE_QUIET seconds (at most
+    SETTLE_MAX); returns the seconds waited."""
+    t0 = time.monotonic()
+    last, since = d.cpu(), time.monotonic()
+    while time.monotonic() - t0 < SETTLE_MAX:
+        time.sleep(0.1)
+        now = d.cpu()
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= SETTLE_QUIET:
+            break
+    return time.monotonic() - t0
 
 
 def median(xs):
@@ -622,6 +644,9 @@ def main():
     ap.add_argument("--cold-runs", type=int, default=1,
                     help="cold runs per operation and mount, each with a fresh daemon and cache; "
                          "the median is reported (default %(default)s)")
+    ap.add_argument("--no-passthrough", dest="passthrough", action="store_false",
+                    help="run nydusd without FUSE passthrough for large cached files "
+                         "(default: with it, `\"passthrough\": true`)")
     ap.add_argument("--fio-runtime", type=int, default=10,
                     help="seconds per fio run (default %(default)s)")
     ap.add_argument("--max-load", type=float, default=1.0,
@@ -763,7 +788,7 @@ def main():
         cfg = {"device": {"backend": {"type": "localfs", "config": {"dir": blobs}},
                           "cache": {"type": "blobcache", "config": {"work_dir": c}}},
                "mode": "direct", "digest_validate": False, "enable_xattr": True,
-               "amplify_io": 1048576}
+               "amplify_io": 1048576, "passthrough": args.passthrough}
         with open(cfgpath, "w") as f:
             json.dump(cfg, f, indent=2)
         return c
@@ -856,6 +881,12 @@ def main():
                         phase = "cold" if i == 0 else "warm"
                         if phase == "cold":
                             drop_caches()
+                        elif i == 1 and d is not None:
+                            # Warm means what the cold run left cached, so let the
+                            # daemon finish the background work it started (page-cache
+                            # pushes, passthrough copies) first.
+                            waited = settle(d)
+                            log("  %-7s settled: idle after %.1f s" % (kind, waited))
                         cpu0 = d.cpu() if d else None
                         try:
                             r = OP_FUNCS[op](m, ctx)

@@ -11,10 +11,10 @@
 //! least `min_size` bytes gets a plain copy of its own once it is entirely
 //! in the blob cache: when its last open is released and all its chunks are
 //! cached, a background thread, once the mount has been quiet for a moment,
-//! copies it out of the cache (`copy_file_range`; nothing is fetched for
-//! this) into `DIR/<key>`. The key is a digest of the blob ids and chunk
-//! indexes the file is made of, so copies survive restarts and images that
-//! share the file share the copy. Later opens are answered with
+//! copies it out of the cache (nothing is fetched for this) into `DIR/<key>`.
+//! The key is a digest of the blob ids and chunk indexes the file is made
+//! of, so copies survive restarts and images that share the file share the
+//! copy. Later opens are answered with
 //! `FOPEN_PASSTHROUGH` and the copy's backing id.
 //!
 //! The kernel refuses a passthrough open of an inode that is open through
@@ -28,7 +28,6 @@
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -334,7 +333,7 @@ fn copy_file(images: &ImageSet, path: &Path, job: &Job, pause: impl Fn()) -> io:
     images.with(job.ino, |g, local| {
         let rafs = g.rafs();
         let out = File::options().read(true).write(true).create_new(true).open(path)?;
-        let mut sink = FileSink { out: &out, at: 0 };
+        let mut sink = FileSink { out: &out, at: 0, buf: Vec::new() };
         while sink.at < job.size {
             pause();
             // Only what is cached: a chunk evicted meanwhile ends the copy
@@ -353,44 +352,23 @@ fn copy_file(images: &ImageSet, path: &Path, job: &Job, pause: impl Fn()) -> io:
     })
 }
 
-/// Writes chunk data into a file, in order.
+/// Writes chunk data into a file, in order. Data is copied through a buffer
+/// in whole chunks rather than spliced (`copy_file_range` moves it a page at a
+/// time): large writes let the filesystem cache the copy in large folios,
+/// which is what makes reading it faster than the FUSE page cache.
 struct FileSink<'a> {
     out: &'a File,
     at: u64,
+    buf: Vec<u8>,
 }
 
 impl ChunkSink for FileSink<'_> {
     fn write_from_file(&mut self, file: &File, offset: u64, len: usize) -> io::Result<usize> {
-        let (mut off_in, mut off_out) = (offset as i64, self.at as i64);
-        let mut done = 0;
-        while done < len {
-            // SAFETY: both descriptors are open for the call (borrowed files), the
-            // offsets are locals the kernel updates, and no flags are passed.
-            let n = unsafe {
-                libc::copy_file_range(file.as_raw_fd(), &mut off_in, self.out.as_raw_fd(), &mut off_out, len - done, 0)
-            };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                match e.raw_os_error() {
-                    Some(libc::EINTR) => continue,
-                    // Across filesystems or unsupported: copy through memory.
-                    Some(libc::EXDEV) | Some(libc::ENOSYS) | Some(libc::EOPNOTSUPP) | Some(libc::EINVAL) => {
-                        let mut buf = vec![0u8; len - done];
-                        file.read_exact_at(&mut buf, offset + done as u64)?;
-                        self.out.write_all_at(&buf, self.at + done as u64)?;
-                        done = len;
-                        break;
-                    }
-                    _ => return Err(e),
-                }
-            }
-            if n == 0 {
-                break;
-            }
-            done += n as usize;
-        }
-        self.at += done as u64;
-        Ok(done)
+        self.buf.resize(len, 0);
+        file.read_exact_at(&mut self.buf[..len], offset)?;
+        self.out.write_all_at(&self.buf[..len], self.at)?;
+        self.at += len as u64;
+        Ok(len)
     }
 
     fn write_bytes(&mut self, data: &[u8]) -> io::Result<usize> {
@@ -411,7 +389,7 @@ mod tests {
         src.write_all_at(b"0123456789", 0).unwrap();
         let src = File::open(t.path().join("src")).unwrap();
         let out = File::create(t.path().join("out")).unwrap();
-        let mut s = FileSink { out: &out, at: 0 };
+        let mut s = FileSink { out: &out, at: 0, buf: Vec::new() };
         assert_eq!(s.write_from_file(&src, 2, 5).unwrap(), 5);
         assert_eq!(s.write_bytes(b"ab").unwrap(), 2);
         assert_eq!(s.write_from_file(&src, 0, 1).unwrap(), 1);
