@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 use fuse_backend_rs::api::{BackFileSystem, Vfs};
 use nydus_fs::metrics::{rafs_path_resolver, FsMetrics, MeteredFs, MetricsOptions, PathResolver};
+use nydus_fs::passthrough;
 use nydus_fs::rafs::ROOT_INO;
 use nydus_fs::{ImageSet, Rafs, RafsFs};
 use nydus_storage::{new_backend, BlobBackend, BlobCacheManager, CacheKind, Prefetcher};
@@ -223,7 +224,7 @@ impl Mounts {
             enable_push(n, &images, fs_idx);
         }
         if let Some(b) = &self.backing {
-            enable_passthrough(b, &images, &loaded.cfg);
+            enable_passthrough(b, &images, &loaded.cfg, fs_idx);
         }
         let prefetcher = start_prefetch(&loaded.rafs, &loaded.cfg.fs.prefetch, &state.prefetch_files);
         self.invalidate_path(mp);
@@ -374,21 +375,26 @@ fn enable_push(n: &Arc<Notifier>, images: &Arc<ImageSet>, fs_idx: u8) {
     }
 }
 
-/// Let mount `images` answer opens and pass large cached files through, keeping their
-/// copies next to the blob cache (`WORK_DIR/passthrough`). Copies are made only when the
-/// mount's config asks for passthrough and its cache has a directory and no size limit
-/// (copies are not counted against it).
-fn enable_passthrough(b: &Arc<BackingRegistry>, images: &Arc<ImageSet>, cfg: &DaemonConfig) {
+/// Let mount `images` (Vfs index `fs_idx`) answer opens and pass large cached files
+/// through, keeping their copies next to the blob cache (`WORK_DIR/passthrough`). Copies
+/// are made only when the mount's config asks for passthrough and its cache has a
+/// directory and no size limit (copies are not counted against it).
+fn enable_passthrough(b: &Arc<BackingRegistry>, images: &Arc<ImageSet>, cfg: &DaemonConfig, fs_idx: u8) {
     let (fs, cache) = (&cfg.fs, &cfg.cache);
     let usable = cache.kind == CacheKind::Blobcache && cache.max_size.is_none();
     if fs.passthrough && !usable {
         tracing::warn!("passthrough needs a blob cache without max_size; large files are read through the page cache");
     }
-    let dir = (fs.passthrough && usable).then(|| cache.work_dir.join("passthrough"));
-    if let Err(e) = images.enable_passthrough(b.clone(), dir.clone(), fs.passthrough_min_size, fs.keep_cache) {
-        tracing::warn!(error = %e, dir = ?dir, "cannot set up passthrough copies; large files are read through the page cache");
+    let settings = passthrough::Settings {
+        dir: (fs.passthrough && usable).then(|| cache.work_dir.join("passthrough")),
+        min_size: fs.passthrough_min_size,
+        keep_cache: fs.keep_cache,
+        nodeid_base: (fs_idx as u64) << 56,
+    };
+    if let Err(e) = images.enable_passthrough(b.clone(), settings.clone()) {
+        tracing::warn!(error = %e, dir = ?settings.dir, "cannot set up passthrough copies; large files are read through the page cache");
         // Opens must still be answered: the kernel stops sending them to every mount
         // after one refusal.
-        let _ = images.enable_passthrough(b.clone(), None, fs.passthrough_min_size, fs.keep_cache);
+        let _ = images.enable_passthrough(b.clone(), passthrough::Settings { dir: None, ..settings });
     }
 }

@@ -17,6 +17,8 @@ use std::sync::OnceLock;
 
 use nydus_fs::passthrough::BackingFiles;
 
+use crate::notify::Notifier;
+
 /// `FUSE_INIT`'s opcode.
 pub const FUSE_INIT: u32 = 26;
 /// `fuse_in_header` and `fuse_out_header` sizes.
@@ -77,12 +79,15 @@ pub fn ask_passthrough(reply: &mut [u8]) -> bool {
 #[derive(Default)]
 pub struct BackingRegistry {
     dev: OnceLock<File>,
+    notifier: OnceLock<Notifier>,
 }
 
 impl BackingRegistry {
-    /// Use `dev`, a descriptor of the mounted session's `/dev/fuse`.
-    pub fn attach(&self, dev: File) {
+    /// Use `dev`, a descriptor of the mounted session's `/dev/fuse`, and
+    /// `notifier` (of the same session) to drop page caches.
+    pub fn attach(&self, dev: File, notifier: Notifier) {
         let _ = self.dev.set(dev);
+        let _ = self.notifier.set(notifier);
     }
 
     fn dev(&self) -> io::Result<&File> {
@@ -116,6 +121,12 @@ impl BackingFiles for BackingRegistry {
         let rc = unsafe { libc::ioctl(dev.as_raw_fd(), FUSE_DEV_IOC_BACKING_CLOSE, &id) };
         if rc < 0 {
             tracing::debug!(id, error = %io::Error::last_os_error(), "cannot drop a passthrough backing file");
+        }
+    }
+
+    fn forget_pages(&self, nodeid: u64) {
+        if let Some(Err(e)) = self.notifier.get().map(|n| n.inval_inode(nodeid)) {
+            tracing::debug!(nodeid, error = %e, "cannot drop the page cache of a passed-through file");
         }
     }
 }

@@ -120,7 +120,7 @@ impl Mounted {
     /// Let `reg` register passthrough backing files on this session.
     pub fn attach_backing(&self, reg: &BackingRegistry) -> Result<()> {
         let f = self.session.clone_fuse_file().map_err(|e| anyhow::anyhow!("cannot clone the FUSE descriptor: {e}"))?;
-        reg.attach(f);
+        reg.attach(f, self.notifier()?);
         Ok(())
     }
 

@@ -67,6 +67,22 @@ pub trait BackingFiles: Send + Sync {
     fn open(&self, file: &File) -> io::Result<u32>;
     /// Drop a registration.
     fn close(&self, id: u32);
+    /// Drop the kernel's page cache of the file it knows as `nodeid` (its
+    /// pages are not read again once opens pass through).
+    fn forget_pages(&self, nodeid: u64);
+}
+
+/// How a mount uses passthrough.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Where copies live; `None`: answer opens, never make copies.
+    pub dir: Option<PathBuf>,
+    /// Smallest file copied.
+    pub min_size: u64,
+    /// Other opens keep the page cache.
+    pub keep_cache: bool,
+    /// The kernel knows exposed inode `ino` as `nodeid_base | ino`.
+    pub nodeid_base: u64,
 }
 
 #[derive(Default)]
@@ -100,6 +116,7 @@ pub struct Passthrough {
     /// Where copies live; `None`: answer opens, never make copies.
     dir: Option<PathBuf>,
     min_size: u64,
+    nodeid_base: u64,
     /// Flags of opens answered through the page cache.
     cached_opts: OpenOptions,
     backing: Arc<dyn BackingFiles>,
@@ -123,17 +140,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Passthrough {
-    /// Passthrough for the images of one mount: copies of files of at least
-    /// `min_size` bytes go to `dir` (created if missing); with `dir` `None`
-    /// opens are answered (and counted) but never passed through. Other opens
-    /// keep the page cache if `keep_cache`.
-    pub fn start(
-        images: &Arc<ImageSet>,
-        backing: Arc<dyn BackingFiles>,
-        dir: Option<PathBuf>,
-        min_size: u64,
-        keep_cache: bool,
-    ) -> io::Result<Self> {
+    /// Passthrough for the images of one mount (see [`Settings`]).
+    pub fn start(images: &Arc<ImageSet>, backing: Arc<dyn BackingFiles>, settings: Settings) -> io::Result<Self> {
+        let Settings { dir, min_size, keep_cache, nodeid_base } = settings;
         let tx = match &dir {
             Some(d) => {
                 std::fs::create_dir_all(d)?;
@@ -158,6 +167,7 @@ impl Passthrough {
         Ok(Self {
             dir,
             min_size,
+            nodeid_base,
             cached_opts,
             backing,
             state: Mutex::default(),
@@ -265,6 +275,7 @@ impl Passthrough {
         let res = copy_file(images, &tmp, job, || self.wait_idle(STEP_QUIET, STEP_CAP)).and_then(|file| {
             if let Some(id) = self.register_file(&file) {
                 lock(&self.state).ids.insert(job.key.clone(), id);
+                self.backing.forget_pages(self.nodeid_base | job.ino);
             }
             file.sync_data()?;
             std::fs::rename(&tmp, dir.join(&job.key))

@@ -26,7 +26,6 @@
 
 use std::any::Any;
 use std::io;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -35,7 +34,7 @@ use fuse_backend_rs::api::filesystem::Entry;
 use fuse_backend_rs::api::{BackendFileSystem, VFS_MAX_INO};
 
 use crate::fuse::RafsFs;
-use crate::passthrough::{BackingFiles, Passthrough};
+use crate::passthrough::{BackingFiles, Passthrough, Settings};
 use crate::push::{PageCacheStore, Pusher};
 use crate::rafs::{Rafs, ROOT_INO};
 
@@ -118,18 +117,11 @@ impl ImageSet {
     }
 
     /// Answer opens (instead of letting the kernel skip them) and pass large
-    /// files wholly in the blob cache through to copies in `dir` (see
-    /// [`crate::passthrough`]); other opens keep the page cache if
-    /// `keep_cache`. Only the first call has an effect.
-    pub fn enable_passthrough(
-        self: &Arc<Self>,
-        backing: Arc<dyn BackingFiles>,
-        dir: Option<PathBuf>,
-        min_size: u64,
-        keep_cache: bool,
-    ) -> io::Result<()> {
+    /// files wholly in the blob cache through to copies (see
+    /// [`crate::passthrough`]). Only the first call has an effect.
+    pub fn enable_passthrough(self: &Arc<Self>, backing: Arc<dyn BackingFiles>, settings: Settings) -> io::Result<()> {
         if self.passthrough.get().is_none() {
-            let p = Passthrough::start(self, backing, dir, min_size, keep_cache)?;
+            let p = Passthrough::start(self, backing, settings)?;
             let _ = self.passthrough.set(p);
         }
         Ok(())
