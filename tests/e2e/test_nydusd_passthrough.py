@@ -12,6 +12,7 @@ half-made copies are removed at start; small files and max_size caches make no c
 from __future__ import annotations
 
 import mmap
+import subprocess
 import os
 import shutil
 import time
@@ -213,3 +214,28 @@ def test_config_rejects_a_zero_min_size(daemons, tmp_path, pt_image):
     rc, out, _ = daemons.run_to_exit(["--config", conf, "--mountpoint", tmp_path / "mnt",
                                       "--bootstrap", img.bootstrap], tmp_path / "mnt")
     assert rc not in (0, None) and "passthrough_min_size" in out, out
+
+
+def test_refused_backing_file_falls_back_to_the_page_cache(daemons, tmp_path, pt_image):
+    """A cache directory on overlayfs: the kernel refuses the copy as a backing file
+    (stacking too deep). nydusd says so once and keeps serving through the page cache."""
+    src, img = pt_image
+    lower, upper, work, ovl = (tmp_path / n for n in ("lower", "upper", "work", "ovl"))
+    for p in (lower, upper, work, ovl):
+        p.mkdir()
+    subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
+                    f"lowerdir={lower},upperdir={upper},workdir={work}", ovl], check=True)
+    try:
+        d, api = mount(daemons, tmp_path, img, ovl / "cache")
+        want = (src / "big1").read_bytes()
+        assert read_dropped(d.mountpoint / "big1") == want
+        wait_copies(ovl / "cache", 1, d)
+        for _ in range(3):
+            before = counters(api)["read"]
+            assert read_dropped(d.mountpoint / "big1") == want
+            assert counters(api)["read"] > before, "read without nydusd from a refused copy?"
+        log = d.log_text()
+        assert log.count("refused a passthrough backing file") == 1, d.describe()
+        d.stop()
+    finally:
+        subprocess.run(["umount", "-l", os.fspath(ovl)], capture_output=True)
