@@ -14,8 +14,7 @@ exports that image as a raw EROFS disk, then measures, in one run, for
 these operations, cold (after sync + drop_caches) and warm (repeated after
 the cold run; for nydusd once the daemon has been idle for 1.5 s, so the
 background work the cold run started, page-cache pushes and passthrough
-copies, is done). nydusd runs with `"passthrough": true` unless
---no-passthrough is given. With --cold-runs N the three kinds take turns N times
+copies, is done). With --passthrough, nydusd runs with `"passthrough": true`. With --cold-runs N the three kinds take turns N times
 (native, erofs, nydusd, native, ...) and the median cold run is reported, so
 a change of the shared disk's speed during the run weighs on all of them:
 
@@ -644,9 +643,9 @@ def main():
     ap.add_argument("--cold-runs", type=int, default=1,
                     help="cold runs per operation and mount, each with a fresh daemon and cache; "
                          "the median is reported (default %(default)s)")
-    ap.add_argument("--no-passthrough", dest="passthrough", action="store_false",
-                    help="run nydusd without FUSE passthrough for large cached files "
-                         "(default: with it, `\"passthrough\": true`)")
+    ap.add_argument("--passthrough", action="store_true",
+                    help="run nydusd with FUSE passthrough for large cached files "
+                         "(`\"passthrough\": true`; off by default, as in nydusd)")
     ap.add_argument("--fio-runtime", type=int, default=10,
                     help="seconds per fio run (default %(default)s)")
     ap.add_argument("--max-load", type=float, default=1.0,
