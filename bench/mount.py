@@ -14,9 +14,10 @@ exports that image as a raw EROFS disk, then measures, in one run, for
 these operations, cold (after sync + drop_caches) and warm (repeated after
 the cold run; for nydusd once the daemon has been idle for 1.5 s, so the
 background work the cold run started, page-cache pushes and passthrough
-copies, is done). With --passthrough, nydusd runs with `"passthrough": true`. With --cold-runs N the three kinds take turns N times
-(native, erofs, nydusd, native, ...) and the median cold run is reported, so
-a change of the shared disk's speed during the run weighs on all of them:
+copies, is done). With --passthrough, nydusd runs with `"passthrough": true`.
+With --cold-runs N the three kinds take turns N times (native, erofs, nydusd,
+native, ...) and the median cold run is reported, so a change of the shared
+disk's speed during the run weighs on all of them:
 
     find     find M | wc -l
     stat     os.lstat of every entry, from a precomputed path list (paths
