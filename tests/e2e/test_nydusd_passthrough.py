@@ -239,3 +239,80 @@ def test_refused_backing_file_falls_back_to_the_page_cache(daemons, tmp_path, pt
         d.stop()
     finally:
         subprocess.run(["umount", "-l", os.fspath(ovl)], capture_output=True)
+
+
+def test_concurrent_readers_across_the_switch(daemons, tmp_path, pt_image):
+    """8 threads keep opening, reading random ranges and closing both large files while
+    their copies are made and opens switch to passthrough: every read returns the
+    source's bytes (no EIO from a mode clash), and both files end up passed through."""
+    import random
+    import threading
+
+    src, img = pt_image
+    cache = tmp_path / "cache"
+    d, api = mount(daemons, tmp_path, img, cache)
+    names = ["big1", "d/big2"]
+    want = {n: (src / n).read_bytes() for n in names}
+    # Read both whole once, so their copies get queued.
+    for n in names:
+        assert read_dropped(d.mountpoint / n) == want[n]
+    errors, stop = [], threading.Event()
+
+    def reader(seed):
+        rnd = random.Random(seed)
+        while not stop.is_set():
+            n = rnd.choice(names)
+            try:
+                with open(d.mountpoint / n, "rb") as f:
+                    for _ in range(rnd.randint(1, 4)):
+                        off = rnd.randrange(len(want[n]))
+                        size = rnd.randint(1, 3 * MiB)
+                        f.seek(off)
+                        got = f.read(size)
+                        if got != want[n][off:off + size]:
+                            errors.append(f"{n} at {off}+{size}: wrong bytes")
+                            return
+                    if rnd.random() < 0.3:
+                        time.sleep(rnd.random() / 20)
+            except OSError as e:
+                errors.append(f"{n}: {e}")
+                return
+
+    threads = [threading.Thread(target=reader, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    try:
+        # The copies wait for a quiet second; give them gaps.
+        deadline = time.monotonic() + 40
+        while len([c for c in copies(cache) if not c.startswith(".")]) < 2 and time.monotonic() < deadline:
+            stop.set()
+            for t in threads:
+                t.join()
+            time.sleep(1.5)
+            stop.clear()
+            threads = [threading.Thread(target=reader, args=(k + 100,)) for k in range(8)]
+            for t in threads:
+                t.start()
+            time.sleep(2)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not errors, "\n".join(errors[:10]) + "\n" + d.describe()
+    assert len([c for c in copies(cache) if not c.startswith(".")]) == 2, copies(cache)
+    # Another round with both passed through.
+    stop.clear()
+    threads = [threading.Thread(target=reader, args=(k + 200,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    time.sleep(3)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert not errors, "\n".join(errors[:10]) + "\n" + d.describe()
+    before = counters(api)["read"]
+    for n in names:
+        assert read_dropped(d.mountpoint / n) == want[n]
+    assert counters(api)["read"] == before
+    assert d.alive() and "WARN" not in d.log_text(), d.describe()
+    d.stop()
