@@ -124,9 +124,38 @@ pub struct Passthrough {
     tx: Option<SyncSender<Job>>,
     /// Set when the kernel refused a backing file: passthrough is off.
     refused: AtomicBool,
-    /// When the mount last served a request, in ms since `epoch`.
+    activity: Arc<Activity>,
+}
+
+/// When the mount last served a request (shared with the copying thread,
+/// which waits for quiet without keeping the images alive).
+struct Activity {
+    /// Milliseconds since `epoch`.
     last_use: AtomicU64,
     epoch: Instant,
+}
+
+impl Activity {
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn touch(&self) {
+        self.last_use.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// Wait until the mount has been quiet for `quiet`, or for `cap` at most.
+    fn wait_idle(&self, quiet: Duration, cap: Duration) {
+        let deadline = Instant::now() + cap;
+        loop {
+            let now = Instant::now();
+            let since = Duration::from_millis(self.now_ms().saturating_sub(self.last_use.load(Ordering::Relaxed)));
+            if since >= quiet || now >= deadline {
+                return;
+            }
+            std::thread::sleep((quiet - since).min(deadline - now));
+        }
+    }
 }
 
 impl std::fmt::Debug for Passthrough {
@@ -143,14 +172,16 @@ impl Passthrough {
     /// Passthrough for the images of one mount (see [`Settings`]).
     pub fn start(images: &Arc<ImageSet>, backing: Arc<dyn BackingFiles>, settings: Settings) -> io::Result<Self> {
         let Settings { dir, min_size, keep_cache, nodeid_base } = settings;
+        let activity = Arc::new(Activity { last_use: AtomicU64::new(0), epoch: Instant::now() });
         let tx = match &dir {
             Some(d) => {
                 std::fs::create_dir_all(d)?;
                 remove_partial_copies(d);
                 let (tx, rx) = sync_channel::<Job>(QUEUE);
-                let (images, d) = (Arc::downgrade(images), d.clone());
+                let (images, d, act) = (Arc::downgrade(images), d.clone(), activity.clone());
                 std::thread::Builder::new().name("nydus-copy".into()).spawn(move || {
                     while let Ok(job) = rx.recv() {
+                        act.wait_idle(START_QUIET, START_CAP);
                         let Some(images) = images.upgrade() else { return };
                         let Some(p) = images.passthrough() else { return };
                         if let Err(e) = p.make_copy(&images, &d, &job) {
@@ -173,31 +204,13 @@ impl Passthrough {
             state: Mutex::default(),
             tx,
             refused: AtomicBool::new(false),
-            last_use: AtomicU64::new(0),
-            epoch: Instant::now(),
+            activity,
         })
-    }
-
-    fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
     }
 
     /// The mount served a read (copies wait for a quiet moment).
     pub fn touch(&self) {
-        self.last_use.store(self.now_ms(), Ordering::Relaxed);
-    }
-
-    /// Wait until the mount has been quiet for `quiet`, or for `cap` at most.
-    fn wait_idle(&self, quiet: Duration, cap: Duration) {
-        let deadline = Instant::now() + cap;
-        loop {
-            let now = Instant::now();
-            let since = Duration::from_millis(self.now_ms().saturating_sub(self.last_use.load(Ordering::Relaxed)));
-            if since >= quiet || now >= deadline {
-                return;
-            }
-            std::thread::sleep((quiet - since).min(deadline - now));
-        }
+        self.activity.touch();
     }
 
     /// Answer an open of regular file `ino` of `size` bytes; `key` names
@@ -271,8 +284,7 @@ impl Passthrough {
     /// usable after a restart, only once it is on disk.
     fn make_copy(&self, images: &ImageSet, dir: &Path, job: &Job) -> io::Result<()> {
         let tmp = dir.join(format!(".{}.{}", job.key, std::process::id()));
-        self.wait_idle(START_QUIET, START_CAP);
-        let res = copy_file(images, &tmp, job, || self.wait_idle(STEP_QUIET, STEP_CAP)).and_then(|file| {
+        let res = copy_file(images, &tmp, job, || self.activity.wait_idle(STEP_QUIET, STEP_CAP)).and_then(|file| {
             if let Some(id) = self.register_file(&file) {
                 lock(&self.state).ids.insert(job.key.clone(), id);
                 self.backing.forget_pages(self.nodeid_base | job.ino);
