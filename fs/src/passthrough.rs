@@ -102,6 +102,8 @@ struct State {
     queued: HashSet<String>,
     /// Backing ids of registered copies, by key.
     ids: HashMap<String, u32>,
+    /// Keys whose copy failed: not tried again by this mount.
+    failed: HashSet<String>,
 }
 
 /// A file to copy: its exposed inode number, size and key.
@@ -184,10 +186,13 @@ impl Passthrough {
                         act.wait_idle(START_QUIET, START_CAP);
                         let Some(images) = images.upgrade() else { return };
                         let Some(p) = images.passthrough() else { return };
-                        if let Err(e) = p.make_copy(&images, &d, &job) {
+                        let res = p.make_copy(&images, &d, &job);
+                        let mut st = lock(&p.state);
+                        st.queued.remove(&job.key);
+                        if let Err(e) = res {
                             tracing::warn!(ino = job.ino, error = %e, "cannot make the passthrough copy of a file; it is read through the page cache");
+                            st.failed.insert(job.key);
                         }
-                        lock(&p.state).queued.remove(&job.key);
                     }
                 })?;
                 Some(tx)
@@ -283,6 +288,15 @@ impl Passthrough {
     /// written (the page cache holds it); it gets its name, which makes it
     /// usable after a restart, only once it is on disk.
     fn make_copy(&self, images: &ImageSet, dir: &Path, job: &Job) -> io::Result<()> {
+        let (avail, total) = free_space(dir)?;
+        if avail < job.size.saturating_add(total / 10) {
+            return Err(io::Error::other(format!(
+                "{} MiB free in {}: a copy of {} MiB would leave less than 10 % of the filesystem free",
+                avail >> 20,
+                dir.display(),
+                job.size >> 20
+            )));
+        }
         let tmp = dir.join(format!(".{}.{}", job.key, std::process::id()));
         let res = copy_file(images, &tmp, job, || self.activity.wait_idle(STEP_QUIET, STEP_CAP)).and_then(|file| {
             if let Some(id) = self.register_file(&file) {
@@ -322,7 +336,7 @@ impl Passthrough {
         }
         let Some((size, true, key)) = info() else { return };
         let exists = st.ids.contains_key(&key) || self.dir.as_deref().is_some_and(|d| d.join(&key).exists());
-        if size < self.min_size || exists || !st.queued.insert(key.clone()) {
+        if size < self.min_size || exists || st.failed.contains(&key) || !st.queued.insert(key.clone()) {
             return;
         }
         if tx.try_send(Job { ino, size, key: key.clone() }).is_err() {
@@ -337,6 +351,20 @@ impl Drop for Passthrough {
             self.backing.close(id);
         }
     }
+}
+
+/// Bytes available to us and total bytes of the filesystem holding `dir`.
+fn free_space(dir: &Path) -> io::Result<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    // SAFETY: statvfs is plain old data, filled in by the call before it is read.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is NUL-terminated and `st` is a live, writable statvfs.
+    if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let frsize = st.f_frsize as u64;
+    Ok((st.f_bavail as u64 * frsize, st.f_blocks as u64 * frsize))
 }
 
 /// Remove the copies a stopped daemon left half made (named `.KEY.PID`; the
@@ -404,6 +432,14 @@ impl ChunkSink for FileSink<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn free_space_is_at_most_the_total() {
+        let t = tempfile::tempdir().unwrap();
+        let (avail, total) = free_space(t.path()).unwrap();
+        assert!(total > 0 && avail <= total, "{avail} {total}");
+        assert!(free_space(&t.path().join("missing")).is_err());
+    }
 
     #[test]
     fn file_sink_copies_between_files_and_from_memory() {

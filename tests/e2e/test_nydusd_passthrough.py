@@ -316,3 +316,28 @@ def test_concurrent_readers_across_the_switch(daemons, tmp_path, pt_image):
     assert counters(api)["read"] == before
     assert d.alive() and "WARN" not in d.log_text(), d.describe()
     d.stop()
+
+
+def test_no_copy_that_would_fill_the_cache_filesystem(daemons, tmp_path, pt_image):
+    """A copy must leave 10 % of the cache's filesystem free: on a 19 MiB tmpfs that
+    already holds the blob cache there is no room, so nydusd says why, once, and reads
+    through the page cache."""
+    src, img = pt_image
+    small = tmp_path / "small-fs"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=19m", "tmpfs", small], check=True)
+    try:
+        d, api = mount(daemons, tmp_path, img, small / "cache")
+        want = (src / "big1").read_bytes()
+        for _ in range(3):
+            assert read_dropped(d.mountpoint / "big1") == want
+            time.sleep(1.5)
+        assert copies(small / "cache") == []
+        log = d.log_text()
+        assert log.count("would leave less than 10 % of the filesystem free") == 1, d.describe()
+        before = counters(api)["read"]
+        assert read_dropped(d.mountpoint / "big1") == want
+        assert counters(api)["read"] > before
+        d.stop()
+    finally:
+        subprocess.run(["umount", "-l", os.fspath(small)], capture_output=True)
