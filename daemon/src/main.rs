@@ -140,16 +140,19 @@ fn run(args: cli::Args, log: Arc<logging::LogControl>) -> Result<()> {
         mounts.mount("/", state, loaded).map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     let (tx, rx) = mpsc::channel();
-    let mounted = Mounted::start(vfs, &args.mountpoint, args.thread_num, tx.clone(), passthrough)?;
-    if let Some(b) = &backing {
-        if let Err(e) = mounted.attach_backing(b) {
-            tracing::warn!(error = %e, "passthrough unavailable; large files are read through the page cache");
+    let mounted = Mounted::start(vfs, &args.mountpoint, args.thread_num, tx.clone(), passthrough, |session| {
+        if let Some(b) = &backing {
+            if let Err(e) = server::attach_backing(session, b) {
+                tracing::warn!(error = %e, "passthrough unavailable; large files are read through the page cache");
+            }
         }
-    }
-    match mounted.notifier() {
-        Ok(n) => mounts.set_notifier(n),
-        Err(e) => tracing::warn!(error = %e, "kernel cache invalidation unavailable; remounts may show stale names"),
-    }
+        match server::notifier(session) {
+            Ok(n) => mounts.set_notifier(n),
+            Err(e) => {
+                tracing::warn!(error = %e, "kernel cache invalidation unavailable; remounts may show stale names")
+            }
+        }
+    })?;
     tracing::info!(id = %id, mountpoint = %args.mountpoint.display(), "nydusd ready");
     let api = match api_socket {
         Some((listener, guard)) => {

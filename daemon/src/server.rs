@@ -70,11 +70,21 @@ pub struct Mounted {
 
 impl Mounted {
     /// Mount `fs` at `mp` and start `threads` workers; each reports its exit on `events`.
-    /// With `passthrough`, ask the kernel for FUSE passthrough.
-    pub fn start(fs: Arc<Vfs>, mp: &Path, threads: usize, events: Sender<Event>, passthrough: bool) -> Result<Self> {
+    /// With `passthrough`, ask the kernel for FUSE passthrough. `setup` runs once the
+    /// session is mounted and before any request is served, so what the filesystem
+    /// needs from the session (notices, backing files) is there for the first request.
+    pub fn start(
+        fs: Arc<Vfs>,
+        mp: &Path,
+        threads: usize,
+        events: Sender<Event>,
+        passthrough: bool,
+        setup: impl FnOnce(&FuseSession),
+    ) -> Result<Self> {
         let mut session = FuseSession::new(mp, "nydusfs", "rafs", true).map_err(|e| anyhow::anyhow!("{e}"))?;
         session.set_allow_other(true);
         session.mount().map_err(|e| anyhow::anyhow!("cannot mount {}: {e}", mp.display()))?;
+        setup(&session);
         let server = Arc::new(Server::new(fs));
         let running = Arc::new(AtomicUsize::new(0));
         let mut workers = Vec::new();
@@ -115,19 +125,6 @@ impl Mounted {
             raise_readahead(dev, READ_AHEAD_KB);
         }
         Ok(Self { session, workers, conn_id, running })
-    }
-
-    /// Let `reg` register passthrough backing files on this session.
-    pub fn attach_backing(&self, reg: &BackingRegistry) -> Result<()> {
-        let f = self.session.clone_fuse_file().map_err(|e| anyhow::anyhow!("cannot clone the FUSE descriptor: {e}"))?;
-        reg.attach(f, self.notifier()?);
-        Ok(())
-    }
-
-    /// A writer of invalidation notices to this session.
-    pub fn notifier(&self) -> Result<Notifier> {
-        let f = self.session.clone_fuse_file().map_err(|e| anyhow::anyhow!("cannot clone the FUSE descriptor: {e}"))?;
-        Ok(Notifier::new(f))
     }
 
     /// Unmount (if still mounted) and wait for the workers. Workers end
@@ -188,4 +185,17 @@ fn abort_connection(id: u32) {
     if let Err(e) = std::fs::write(&abort, b"1") {
         tracing::warn!(path = %abort.display(), error = %e, "cannot abort the FUSE connection");
     }
+}
+
+/// A writer of cache notices to `session`.
+pub fn notifier(session: &FuseSession) -> Result<Notifier> {
+    let f = session.clone_fuse_file().map_err(|e| anyhow::anyhow!("cannot clone the FUSE descriptor: {e}"))?;
+    Ok(Notifier::new(f))
+}
+
+/// Let `reg` register passthrough backing files on `session`.
+pub fn attach_backing(session: &FuseSession, reg: &BackingRegistry) -> Result<()> {
+    let f = session.clone_fuse_file().map_err(|e| anyhow::anyhow!("cannot clone the FUSE descriptor: {e}"))?;
+    reg.attach(f, notifier(session)?);
+    Ok(())
 }
