@@ -329,9 +329,8 @@ impl FileSystem for RafsFs {
             p.release(inode, handle, || {
                 let info = self.images.with(inode, |g, l| {
                     let rafs = g.rafs();
-                    let size = rafs.inode(l).map_err(|e| io::Error::other(e.to_string()))?.size;
                     let key = rafs.content_key(l).map_err(|e| io::Error::other(e.to_string()))?;
-                    Ok((size, rafs.is_cached(l).unwrap_or(false), key))
+                    Ok((rafs.is_cached(l).unwrap_or(false), key))
                 });
                 info.ok()
             });

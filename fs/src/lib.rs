@@ -22,3 +22,9 @@ pub use error::{FsError, Result};
 pub use fuse::RafsFs;
 pub use rafs::Rafs;
 pub use vfs::ImageSet;
+
+/// Lock `m`, carrying on past a panic of another holder (the tables behind
+/// these locks stay consistent between statements).
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -32,12 +32,13 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fuse_backend_rs::api::filesystem::OpenOptions;
 use nydus_storage::ChunkSink;
 
+use crate::lock;
 use crate::vfs::ImageSet;
 
 /// `FOPEN_PASSTHROUGH` (not among fuse-backend-rs's open flags).
@@ -85,8 +86,10 @@ pub struct Settings {
     pub nodeid_base: u64,
 }
 
-#[derive(Default)]
+/// A large file that is open, or has a copy.
 struct FileState {
+    /// File size (at least `min_size`).
+    size: u64,
     /// Opens answered through the page cache and not yet released.
     cached: u32,
     /// Opens answered with passthrough and not yet released.
@@ -166,10 +169,6 @@ impl std::fmt::Debug for Passthrough {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 impl Passthrough {
     /// Passthrough for the images of one mount (see [`Settings`]).
     pub fn start(images: &Arc<ImageSet>, backing: Arc<dyn BackingFiles>, settings: Settings) -> io::Result<Self> {
@@ -233,7 +232,7 @@ impl Passthrough {
         }
         let mut guard = lock(&self.state);
         let st = &mut *guard;
-        let f = st.files.entry(ino).or_default();
+        let f = st.files.entry(ino).or_insert(FileState { size, cached: 0, through: 0, backing: None });
         if f.through == 0 && (f.cached > 0 || self.refused.load(Ordering::Relaxed)) {
             f.cached += 1;
             return (Some(FH_CACHED), self.cached_opts, None);
@@ -313,11 +312,11 @@ impl Passthrough {
     }
 
     /// An open of `ino` answered with handle `fh` was released. If it was the
-    /// last open of a large file that has no copy yet, `info` gives the
-    /// file's size, whether it is wholly in the blob cache, and its key; if
-    /// it is cached, its copy is queued. (Asking at release rather than when
-    /// a read reaches the end: reads ahead may still be in flight then.)
-    pub fn release(&self, ino: u64, fh: u64, info: impl FnOnce() -> Option<(u64, bool, String)>) {
+    /// last open of a large file that has no copy yet, `info` says whether
+    /// the file is wholly in the blob cache and gives its key; if it is
+    /// cached, its copy is queued. (Asking at release rather than when a read
+    /// reaches the end: reads ahead may still be in flight then.)
+    pub fn release(&self, ino: u64, fh: u64, info: impl FnOnce() -> Option<(bool, String)>) {
         let mut guard = lock(&self.state);
         let st = &mut *guard;
         let Some(f) = st.files.get_mut(&ino) else { return };
@@ -329,14 +328,15 @@ impl Passthrough {
         if f.cached > 0 || f.through > 0 || f.backing.is_some() {
             return;
         }
+        let size = f.size;
         st.files.remove(&ino);
         let Some(tx) = &self.tx else { return };
         if self.refused.load(Ordering::Relaxed) {
             return;
         }
-        let Some((size, true, key)) = info() else { return };
+        let Some((true, key)) = info() else { return };
         let exists = st.ids.contains_key(&key) || self.dir.as_deref().is_some_and(|d| d.join(&key).exists());
-        if size < self.min_size || exists || st.failed.contains(&key) || !st.queued.insert(key.clone()) {
+        if exists || st.failed.contains(&key) || !st.queued.insert(key.clone()) {
             return;
         }
         if tx.try_send(Job { ino, size, key: key.clone() }).is_err() {
