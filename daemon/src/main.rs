@@ -27,6 +27,7 @@ use fuse_backend_rs::api::{Vfs, VfsOptions};
 use nydus_api::ApiHandler;
 
 use mounts::Mounts;
+use notify::Notifier;
 use passthrough::BackingRegistry;
 use server::{Event, Mounted};
 use state::MountState;
@@ -141,12 +142,17 @@ fn run(args: cli::Args, log: Arc<logging::LogControl>) -> Result<()> {
     }
     let (tx, rx) = mpsc::channel();
     let mounted = Mounted::start(vfs, &args.mountpoint, args.thread_num, tx.clone(), passthrough, |session| {
+        let notifier = server::clone_dev(session).map(|f| Arc::new(Notifier::new(f)));
         if let Some(b) = &backing {
-            if let Err(e) = server::attach_backing(session, b) {
+            let attached = notifier.as_ref().map_err(|e| anyhow::anyhow!("{e}")).and_then(|n| {
+                b.attach(server::clone_dev(session)?, n.clone());
+                Ok(())
+            });
+            if let Err(e) = attached {
                 tracing::warn!(error = %e, "passthrough unavailable; large files are read through the page cache");
             }
         }
-        match server::notifier(session) {
+        match notifier {
             Ok(n) => mounts.set_notifier(n),
             Err(e) => {
                 tracing::warn!(error = %e, "kernel cache invalidation unavailable; remounts may show stale names")

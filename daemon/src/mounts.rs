@@ -128,8 +128,7 @@ impl Mounts {
 
     /// Where to send kernel cache notices once the session is up: invalidations, and the
     /// page-cache pushes of every mount (see `nydus_fs::push`).
-    pub fn set_notifier(&self, n: Notifier) {
-        let n = Arc::new(n);
+    pub fn set_notifier(&self, n: Arc<Notifier>) {
         *self.notifier.lock().unwrap_or_else(|e| e.into_inner()) = Some(n.clone());
         let t = self.table.lock().unwrap_or_else(|e| e.into_inner());
         for m in t.values().filter(|m| m.cfg.fs.keep_cache) {

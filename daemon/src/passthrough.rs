@@ -13,7 +13,7 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use nydus_fs::passthrough::BackingFiles;
 
@@ -79,13 +79,13 @@ pub fn ask_passthrough(reply: &mut [u8]) -> bool {
 #[derive(Default)]
 pub struct BackingRegistry {
     dev: OnceLock<File>,
-    notifier: OnceLock<Notifier>,
+    notifier: OnceLock<Arc<Notifier>>,
 }
 
 impl BackingRegistry {
     /// Use `dev`, a descriptor of the mounted session's `/dev/fuse`, and
     /// `notifier` (of the same session) to drop page caches.
-    pub fn attach(&self, dev: File, notifier: Notifier) {
+    pub fn attach(&self, dev: File, notifier: Arc<Notifier>) {
         let _ = self.dev.set(dev);
         let _ = self.notifier.set(notifier);
     }

@@ -15,8 +15,6 @@ use fuse_backend_rs::api::Vfs;
 use fuse_backend_rs::transport::FuseSession;
 
 use crate::channel::BlockingChannel;
-use crate::notify::Notifier;
-use crate::passthrough::BackingRegistry;
 
 /// Events that end the daemon's wait.
 pub enum Event {
@@ -187,15 +185,7 @@ fn abort_connection(id: u32) {
     }
 }
 
-/// A writer of cache notices to `session`.
-pub fn notifier(session: &FuseSession) -> Result<Notifier> {
-    let f = session.clone_fuse_file().map_err(|e| anyhow::anyhow!("cannot clone the FUSE descriptor: {e}"))?;
-    Ok(Notifier::new(f))
-}
-
-/// Let `reg` register passthrough backing files on `session`.
-pub fn attach_backing(session: &FuseSession, reg: &BackingRegistry) -> Result<()> {
-    let f = session.clone_fuse_file().map_err(|e| anyhow::anyhow!("cannot clone the FUSE descriptor: {e}"))?;
-    reg.attach(f, notifier(session)?);
-    Ok(())
+/// A new descriptor of `session`'s `/dev/fuse`.
+pub fn clone_dev(session: &FuseSession) -> Result<std::fs::File> {
+    session.clone_fuse_file().map_err(|e| anyhow::anyhow!("cannot clone the FUSE descriptor: {e}"))
 }
