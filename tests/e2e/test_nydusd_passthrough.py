@@ -64,10 +64,15 @@ def copies(cache) -> list:
     return sorted(p.name for p in d.iterdir()) if d.is_dir() else []
 
 
+def finished(cache) -> list:
+    """Finished copies only."""
+    return [c for c in copies(cache) if not c.startswith(".")]
+
+
 def wait_copies(cache, n, d) -> list:
     deadline = time.monotonic() + COPY_WAIT
     while time.monotonic() < deadline:
-        done = [c for c in copies(cache) if not c.startswith(".")]
+        done = finished(cache)
         if len(done) >= n:
             return done
         time.sleep(0.1)
@@ -284,7 +289,7 @@ def test_concurrent_readers_across_the_switch(daemons, tmp_path, pt_image):
     try:
         # The copies wait for a quiet second; give them gaps.
         deadline = time.monotonic() + 40
-        while len([c for c in copies(cache) if not c.startswith(".")]) < 2 and time.monotonic() < deadline:
+        while len(finished(cache)) < 2 and time.monotonic() < deadline:
             stop.set()
             for t in threads:
                 t.join()
@@ -299,7 +304,7 @@ def test_concurrent_readers_across_the_switch(daemons, tmp_path, pt_image):
         for t in threads:
             t.join()
     assert not errors, "\n".join(errors[:10]) + "\n" + d.describe()
-    assert len([c for c in copies(cache) if not c.startswith(".")]) == 2, copies(cache)
+    assert len(finished(cache)) == 2, copies(cache)
     # Another round with both passed through.
     stop.clear()
     threads = [threading.Thread(target=reader, args=(k + 200,)) for k in range(8)]
