@@ -34,9 +34,12 @@ struct Job {
     total_bytes: AtomicU64,
 }
 
+/// Job ids, oldest first, and the jobs by id.
+type JobTable = (Vec<String>, HashMap<String, Arc<Job>>);
+
 /// The build worker pool and its jobs.
 pub struct BuildPool {
-    jobs: Mutex<(Vec<String>, HashMap<String, Arc<Job>>)>,
+    jobs: Mutex<JobTable>,
     queue: Mutex<mpsc::Sender<(Arc<Job>, CreateOptions)>>,
     next: AtomicU64,
 }

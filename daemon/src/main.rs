@@ -90,14 +90,15 @@ fn startup_config(args: &cli::Args) -> Result<Option<(config::DaemonConfig, Stri
 }
 
 fn vfs_options(keep_cache: bool, passthrough: bool) -> VfsOptions {
-    let mut o = VfsOptions::default();
     // Read-only images: no write-back cache; the kernel may skip open/opendir (ENOSYS)
     // as RafsFs does on its own, unless opens are answered for passthrough.
-    o.no_writeback = true;
-    o.no_open = keep_cache && !passthrough;
-    o.no_opendir = keep_cache;
-    o.out_opts = nydus_fs::fuse::FS_OPTIONS;
-    o
+    VfsOptions {
+        no_writeback: true,
+        no_open: keep_cache && !passthrough,
+        no_opendir: keep_cache,
+        out_opts: nydus_fs::fuse::FS_OPTIONS,
+        ..VfsOptions::default()
+    }
 }
 
 fn run(args: cli::Args, log: Arc<logging::LogControl>) -> Result<()> {

@@ -166,7 +166,7 @@ mod tests {
         let before = err.clone();
         assert!(!ask_passthrough(&mut err));
         assert_eq!(err, before);
-        assert!(!ask_passthrough(&mut vec![0u8; OUT_HEADER + 24]));
+        assert!(!ask_passthrough(&mut [0u8; OUT_HEADER + 24]));
     }
 
     #[test]

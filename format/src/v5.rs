@@ -84,7 +84,7 @@ struct Super {
 }
 
 fn superblock(d: &[u8]) -> Result<Super> {
-    if d.len() < SB_SIZE || d.len() % 8 != 0 || d.len() > MAX_SIZE {
+    if d.len() < SB_SIZE || !d.len().is_multiple_of(8) || d.len() > MAX_SIZE {
         return Err(bad(0, format!("size {} is not a multiple of 8 between 8 KiB and 2 GiB", d.len())));
     }
     if u32_at(d, 4)? != 0x500 || u32_at(d, 8)? as usize != SB_SIZE {
