@@ -8,7 +8,8 @@
 //! it to the device itself. Backing files are registered with the
 //! `FUSE_DEV_IOC_BACKING_OPEN` ioctl on the session's device (the kernel
 //! requires `CAP_SYS_ADMIN`; a refusal turns passthrough off for the mount
-//! and files are read through the page cache as before).
+//! and files are read through the page cache as before; a shortage of
+//! descriptors or memory only defers the file to a later open).
 
 use std::fs::File;
 use std::io;

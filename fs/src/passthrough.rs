@@ -129,6 +129,9 @@ pub struct Passthrough {
     tx: Option<SyncSender<Job>>,
     /// Set when the kernel refused a backing file: passthrough is off.
     refused: AtomicBool,
+    /// Set once a backing file could not be registered for lack of a
+    /// resource (logged once; later opens try again).
+    short_warned: AtomicBool,
     activity: Arc<Activity>,
 }
 
@@ -208,6 +211,7 @@ impl Passthrough {
             state: Mutex::default(),
             tx,
             refused: AtomicBool::new(false),
+            short_warned: AtomicBool::new(false),
             activity,
         })
     }
@@ -274,6 +278,14 @@ impl Passthrough {
             Ok(id) => Some(id),
             // Not ready yet (the session is still starting): try again next open.
             Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => None,
+            // Out of descriptors or memory for now: this open is served through
+            // the page cache and a later one tries again.
+            Err(e) if is_shortage(&e) => {
+                if !self.short_warned.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(error = %e, "cannot register a passthrough backing file for now; will try again at a later open");
+                }
+                None
+            }
             Err(e) => {
                 if !self.refused.swap(true, Ordering::Relaxed) {
                     tracing::warn!(error = %e, "the kernel refused a passthrough backing file; large files are read through the page cache");
@@ -429,9 +441,27 @@ impl ChunkSink for FileSink<'_> {
     }
 }
 
+/// Whether `e` is a passing shortage (descriptors, memory) rather than the
+/// kernel refusing passthrough for good (no `CAP_SYS_ADMIN`, a stacked or
+/// unsupported backing filesystem).
+fn is_shortage(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::EINTR))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_shortages_leave_passthrough_on() {
+        for errno in [libc::EMFILE, libc::ENFILE, libc::ENOMEM, libc::EINTR] {
+            assert!(is_shortage(&io::Error::from_raw_os_error(errno)), "{errno}");
+        }
+        for errno in [libc::EPERM, libc::EINVAL, libc::ELOOP, libc::EOPNOTSUPP, libc::ENOTTY] {
+            assert!(!is_shortage(&io::Error::from_raw_os_error(errno)), "{errno}");
+        }
+        assert!(!is_shortage(&io::Error::other("no errno")));
+    }
 
     #[test]
     fn free_space_is_at_most_the_total() {
