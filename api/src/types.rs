@@ -37,7 +37,8 @@ pub struct DaemonConf {
 pub struct BuildRequest {
     /// Source directory.
     pub source: String,
-    /// Source type; only `directory`.
+    /// Source type: `directory` (default), `tar-rafs`, `targz-rafs`,
+    /// `estargz-rafs` or `estargztoc-ref`.
     #[serde(default = "directory")]
     pub source_type: String,
     /// Where to write the bootstrap.
@@ -59,6 +60,14 @@ pub struct BuildRequest {
     /// Reproducible output (fixed times, sorted walk).
     #[serde(default)]
     pub repeatable: bool,
+    /// The blob's id (`--blob-id`): for `estargztoc-ref`, the layer
+    /// digest's hex part.
+    #[serde(default)]
+    pub blob_id: Option<String>,
+    /// Size of the eStargz blob for `estargztoc-ref` from a TOC
+    /// (`--blob-data-size`): a number, or a hex string as on the CLI.
+    #[serde(default)]
+    pub blob_data_size: Option<Value>,
 }
 
 fn directory() -> String {

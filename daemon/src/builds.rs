@@ -166,17 +166,28 @@ fn run(job: &Job, opts: &CreateOptions) {
 
 /// The builder's options for a request, or why it cannot be built.
 fn options(req: &BuildRequest) -> Result<CreateOptions, String> {
-    // Upstream's names (`dir-rafs`, `tar-rafs`, `targz-rafs`) and plain ones.
+    let blob_size = req.blob_data_size.as_ref().map(blob_data_size).transpose()?;
+    // Upstream's names (`dir-rafs`, `tar-rafs`, ..., `stargz_index`) and plain ones.
     let source_type = match req.source_type.as_str() {
         "directory" | "dir" | "dir-rafs" => SourceType::Dir,
         "tar" | "tar-rafs" => SourceType::Tar,
         "targz" | "tar.gz" | "targz-rafs" => SourceType::TarGz,
+        "estargz-rafs" => SourceType::EStargz,
+        "estargztoc-ref" | "stargz_index" => SourceType::EStargzToc { blob_size },
         other => {
             return Err(format!(
-                "source_type {other:?} is not supported (use \"directory\", \"tar-rafs\" or \"targz-rafs\")"
+                "source_type {other:?} is not supported (use \"directory\", \"tar-rafs\", \"targz-rafs\", \"estargz-rafs\" or \"estargztoc-ref\")"
             ))
         }
     };
+    if blob_size.is_some() && !matches!(source_type, SourceType::EStargzToc { .. }) {
+        return Err("blob_data_size only applies to source_type \"estargztoc-ref\"".into());
+    }
+    if let Some(id) = &req.blob_id {
+        if id.is_empty() || id.contains('/') || id.contains(':') {
+            return Err(format!("blob_id {id:?}: give the blob's hex digest (no \"sha256:\", no path)"));
+        }
+    }
     if req.source == "-" {
         return Err("source \"-\" (stdin) has no meaning for the API: give a path".into());
     }
@@ -194,11 +205,27 @@ fn options(req: &BuildRequest) -> Result<CreateOptions, String> {
         bootstrap: Some(PathBuf::from(&req.bootstrap)),
         blob: None,
         blob_dir: Some(PathBuf::from(&req.blob_dir)),
-        blob_id: None,
+        blob_id: req.blob_id.clone(),
         chunk: ChunkOptions { chunk_size, compressor, digester: Digester::default(), threads: 1 },
         whiteout: Default::default(),
         parent_bootstrap: req.parent_bootstrap.as_ref().map(PathBuf::from),
         chunk_dict,
+    })
+}
+
+/// `blob_data_size`: a JSON number, or hex digits (`0x` optional) as
+/// `nydus-image create --blob-data-size` takes them.
+fn blob_data_size(v: &Value) -> Result<u64, String> {
+    let n = match v {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => {
+            let s = s.trim();
+            u64::from_str_radix(s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")).unwrap_or(s), 16).ok()
+        }
+        _ => None,
+    };
+    n.filter(|&n| n > 0).ok_or_else(|| {
+        format!("invalid blob_data_size {v}: give the blob's size in bytes as a number, or in hex as a string")
     })
 }
 
@@ -230,5 +257,37 @@ mod tests {
         assert_eq!(chunk_size(&json!(4096)), Ok(4096));
         assert!(chunk_size(&json!(4097)).is_err());
         assert!(chunk_size(&json!(true)).is_err());
+    }
+
+    #[test]
+    fn blob_data_sizes() {
+        assert_eq!(blob_data_size(&json!(4096)), Ok(4096));
+        assert_eq!(blob_data_size(&json!("0x1000")), Ok(4096));
+        assert_eq!(blob_data_size(&json!("1000")), Ok(4096));
+        for bad in [json!(0), json!(-1), json!("zz"), json!(true)] {
+            assert!(blob_data_size(&bad).is_err(), "{bad}");
+        }
+    }
+
+    fn request(source_type: &str) -> BuildRequest {
+        serde_json::from_value(json!({"source": "/l", "source_type": source_type, "bootstrap": "/b", "blob_dir": "/d"}))
+            .unwrap()
+    }
+
+    #[test]
+    fn estargz_source_types() {
+        assert_eq!(options(&request("estargz-rafs")).unwrap().source_type, SourceType::EStargz);
+        let mut r = request("stargz_index");
+        r.blob_data_size = Some(json!("0x2000"));
+        r.blob_id = Some("ab".repeat(32));
+        let o = options(&r).unwrap();
+        assert_eq!(o.source_type, SourceType::EStargzToc { blob_size: Some(0x2000) });
+        assert_eq!(o.blob_id.as_deref(), r.blob_id.as_deref());
+        let mut r = request("targz-rafs");
+        r.blob_data_size = Some(json!(10));
+        assert!(options(&r).unwrap_err().contains("only applies"));
+        let mut r = request("estargztoc-ref");
+        r.blob_id = Some("sha256:ab".into());
+        assert!(options(&r).unwrap_err().contains("hex digest"));
     }
 }

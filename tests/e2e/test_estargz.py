@@ -18,7 +18,9 @@ once with 64 KiB ones (multi-chunk files everywhere). Then:
   bytes, which shows what validation catches); `check -D` names the chunk;
 * on top of a parent layer, the TOC's whiteouts delete and hide the
   parent's entries;
-* bad sources fail with one clear error line and no output.
+* bad sources fail with one clear error line and no output;
+* the daemon's build API (and nydusctl build -t) builds both types to the
+  same bytes as the CLI.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ import estargz
 import treecmp
 import util
 from nydusd import daemons, nydusd_bin, v1_config, write_config  # noqa: F401  (pytest fixtures)
+from test_api import _build, api_daemon
+from test_nydusctl import ctl
 
 CHUNK_VARIANTS = {"default": (None, 0x400000), "64k": (0x10000, 0x10000)}
 
@@ -286,3 +290,46 @@ def test_bad_sources_fail_cleanly(esgz, tmp_path):
     # --blob: nothing to write.
     res = run(layer.blob, "--blob", tmp_path / "b")
     util.assert_clean_error(res, cause=r"drop --blob", absent=[boot, tmp_path / "b"])
+
+
+def test_build_api_takes_estargz_sources(esgz, daemons, tmp_path):
+    """POST /api/v1/build with estargztoc-ref (from the TOC and from the blob)
+    and estargz-rafs writes what the CLI writes; nydusctl passes -t through."""
+    src, layers = esgz
+    layer = layers["64k"]
+    d, api, _ = api_daemon(daemons, tmp_path / "d")
+    out = tmp_path / "api"
+    (out / "blobs").mkdir(parents=True)
+    cli_toc = toc_ref(layer, tmp_path / "cli-toc", from_blob=False)
+    job = _build(api, {"source": str(layer.toc_json), "source_type": "estargztoc-ref",
+                       "blob_id": layer.hexid, "blob_data_size": layer.size,
+                       "bootstrap": str(out / "toc"), "blob_dir": str(out / "blobs")})
+    assert job["state"] == "succeeded", job
+    assert (out / "toc").read_bytes() == cli_toc.bootstrap.read_bytes()
+    cli_blob = toc_ref(layer, tmp_path / "cli-blob", from_blob=True)
+    job = _build(api, {"source": str(layer.blob), "source_type": "stargz_index",
+                       "bootstrap": str(out / "blob"), "blob_dir": str(out / "blobs")})
+    assert job["state"] == "succeeded", job
+    assert (out / "blob").read_bytes() == cli_blob.bootstrap.read_bytes()
+    assert list((out / "blobs").iterdir()) == [], "estargztoc-ref wrote a blob"
+    # The API-built reference image serves the layer.
+    m = mount(daemons, util.Image(layer.blob, out, out / "toc", layer.blob_dir, {}, "gzip", "sha256",
+                                  0x10000, None), tmp_path, "api-toc", validate=True)
+    assert_same(expected(src, seconds=True), treecmp.load_dir(m.mountpoint), "source (A) vs API build (B)")
+    m.stop()
+    m.assert_clean_log()
+
+    cli = util.create(layer.blob, tmp_path / "cli-rafs", chunk_size=0x10000, extra=["--type", "estargz-rafs"])
+    ctl(api.sock, "build", layer.blob, "-t", "estargz-rafs", "-B", out / "rafs", "-D", out / "blobs",
+        "-S", "0x10000")
+    assert (out / "rafs").read_bytes() == cli.bootstrap.read_bytes()
+    assert sorted(p.name for p in (out / "blobs").iterdir()) == cli.info["blobs"]
+
+    # blob_data_size belongs to estargztoc-ref only; a sha256: prefix is refused.
+    for body, cause in [({"source_type": "targz-rafs", "blob_data_size": "0x10"}, "only applies"),
+                        ({"source_type": "estargztoc-ref", "blob_id": "sha256:" + layer.hexid}, "hex digest"),
+                        ({"source_type": "estargztoc-ref", "blob_data_size": "zz"}, "blob_data_size")]:
+        st, v = api.call("POST", "/api/v1/build", {"source": str(layer.blob), "bootstrap": str(out / "x"),
+                                                    "blob_dir": str(out / "blobs"), **body})
+        assert st == 400 and cause in v["message"], f"{body}: {st} {v}"
+    d.stop()

@@ -72,10 +72,20 @@ enum Cmd {
         #[arg(short = 'm', long)]
         mountpoint: String,
     },
-    /// Build an image from a directory inside the daemon, waiting for it to finish.
+    /// Build an image inside the daemon, waiting for it to finish.
     Build {
-        /// Source directory.
+        /// Source: a directory, or a layer file for the other types.
         source: String,
+        /// Kind of source: directory, tar-rafs, targz-rafs, estargz-rafs or
+        /// estargztoc-ref (as `nydus-image create --type`).
+        #[arg(short = 't', long = "type", default_value = "directory")]
+        source_type: String,
+        /// The blob's id (estargztoc-ref: the layer digest's hex part).
+        #[arg(long)]
+        blob_id: Option<String>,
+        /// Size of the eStargz blob in hex, for estargztoc-ref from a TOC.
+        #[arg(long, value_name = "HEX")]
+        blob_data_size: Option<String>,
         /// Bootstrap output.
         #[arg(short = 'B', long)]
         bootstrap: String,
@@ -185,10 +195,21 @@ fn run(a: &Args) -> Result<()> {
                 println!("unmounted {mountpoint}");
             }
         }
-        Cmd::Build { source, bootstrap, blob_dir, compressor, chunk_size, parent_bootstrap } => {
+        Cmd::Build {
+            source,
+            source_type,
+            blob_id,
+            blob_data_size,
+            bootstrap,
+            blob_dir,
+            compressor,
+            chunk_size,
+            parent_bootstrap,
+        } => {
             let body = json!({
-                "source": source, "source_type": "directory", "bootstrap": bootstrap, "blob_dir": blob_dir,
+                "source": source, "source_type": source_type, "bootstrap": bootstrap, "blob_dir": blob_dir,
                 "compressor": compressor, "chunk_size": chunk_size, "parent_bootstrap": parent_bootstrap,
+                "blob_id": blob_id, "blob_data_size": blob_data_size,
             });
             let r = check(c.request("POST", "/api/v1/build", Some(&body.to_string()))?, "build")?.json()?;
             let id = r["id"].as_str().context("the daemon's answer has no job id")?.to_string();
