@@ -11,3 +11,6 @@ fi
 cargo build --release --workspace --locked
 cargo test --release --workspace --locked
 python3 -m pytest tests/e2e -q -p no:cacheprovider
+# The daemon's suites again with the kernel's FUSE over io_uring switched on
+# (nydusd then serves requests over io_uring; the conftest restores the switch).
+NYDUS_E2E_FUSE_URING=1 python3 -m pytest tests/e2e/test_nydusd_*.py tests/e2e/test_api.py -q -p no:cacheprovider

@@ -18,7 +18,7 @@ use std::os::fd::{AsRawFd, FromRawFd};
 
 use fuse_backend_rs::transport::{FuseBuf, FuseDevWriter, FuseSession, Reader};
 
-use crate::passthrough;
+use crate::{passthrough, uring};
 
 /// Largest request the kernel sends: a 1 MiB write payload plus headers
 /// (fuse-backend-rs negotiates max_write = 1 MiB).
@@ -31,6 +31,8 @@ pub struct BlockingChannel {
     reply: Vec<u8>,
     /// Ask for FUSE passthrough in the INIT reply.
     passthrough: bool,
+    /// Ask for FUSE over io_uring in the INIT reply.
+    io_uring: bool,
     /// The pipe the INIT reply is being written to (read end, write end).
     init_reply: Option<File>,
     init_writer: Option<File>,
@@ -39,13 +41,14 @@ pub struct BlockingChannel {
 impl BlockingChannel {
     /// A new channel on a clone of `session`'s device (blocking reads);
     /// with `passthrough`, it asks for FUSE passthrough if it gets `FUSE_INIT`.
-    pub fn new(session: &FuseSession, passthrough: bool) -> io::Result<Self> {
+    pub fn new(session: &FuseSession, passthrough: bool, io_uring: bool) -> io::Result<Self> {
         let file = session.clone_fuse_file().map_err(|e| io::Error::other(format!("cannot clone /dev/fuse: {e}")))?;
         Ok(Self {
             file,
             req: vec![0; REQUEST_BUF],
             reply: vec![0; REQUEST_BUF],
             passthrough,
+            io_uring,
             init_reply: None,
             init_writer: None,
         })
@@ -58,8 +61,11 @@ impl BlockingChannel {
         let Some(mut pipe) = self.init_reply.take() else { return Ok(()) };
         let mut reply = Vec::new();
         pipe.read_to_end(&mut reply)?;
-        if passthrough::ask_passthrough(&mut reply) {
+        if self.passthrough && passthrough::ask_passthrough(&mut reply) {
             tracing::info!("asked the kernel for FUSE passthrough");
+        }
+        if self.io_uring && uring::ask_io_uring(&mut reply) {
+            tracing::info!("asked the kernel for FUSE over io_uring");
         }
         // SAFETY: `reply` is a live buffer of `reply.len()` bytes.
         let n = unsafe { libc::write(self.file.as_raw_fd(), reply.as_ptr().cast(), reply.len()) };
@@ -90,9 +96,9 @@ impl BlockingChannel {
             if n >= 0 {
                 let req = &mut self.req[..n as usize];
                 let mut out_fd = fd;
-                if self.passthrough
-                    && passthrough::opcode(req) == Some(passthrough::FUSE_INIT)
-                    && passthrough::init_offers_passthrough(req)
+                if passthrough::opcode(req) == Some(passthrough::FUSE_INIT)
+                    && ((self.passthrough && passthrough::init_offers_passthrough(req))
+                        || (self.io_uring && uring::init_offers_io_uring(req)))
                 {
                     // The reply (80 bytes) fits in the pipe's buffer; `finish` closes
                     // the write end, reads the reply and sends it on.

@@ -16,6 +16,7 @@ mod prometheus;
 mod redact;
 mod server;
 mod state;
+mod uring;
 
 use std::collections::VecDeque;
 use std::io::IsTerminal;
@@ -126,6 +127,8 @@ fn run(args: cli::Args, log: Arc<logging::LogControl>) -> Result<()> {
     let keep_cache = startup.as_ref().is_none_or(|c| c.0.fs.keep_cache);
     // Passthrough is a property of the FUSE connection: the startup config decides.
     let passthrough = startup.as_ref().is_some_and(|c| c.0.fs.passthrough);
+    // So is io_uring (used only if the kernel offers it).
+    let io_uring = startup.as_ref().is_none_or(|c| c.0.fs.io_uring);
     let mut vfs = Vfs::new(vfs_options(keep_cache, passthrough));
     vfs.set_remove_pseudo_root();
     let vfs = Arc::new(vfs);
@@ -142,7 +145,8 @@ fn run(args: cli::Args, log: Arc<logging::LogControl>) -> Result<()> {
         mounts.mount("/", state, loaded).map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     let (tx, rx) = mpsc::channel();
-    let mounted = Mounted::start(vfs, &args.mountpoint, args.thread_num, tx.clone(), passthrough, |session| {
+    let transport = server::Transport { threads: args.thread_num, passthrough, io_uring };
+    let mounted = Mounted::start(vfs, &args.mountpoint, transport, tx.clone(), |session| {
         let notifier = server::clone_dev(session).map(|f| Arc::new(Notifier::new(f)));
         if let Some(b) = &backing {
             let attached = notifier.as_ref().map_err(|e| anyhow::anyhow!("{e}")).and_then(|n| {

@@ -15,6 +15,7 @@ use fuse_backend_rs::api::Vfs;
 use fuse_backend_rs::transport::FuseSession;
 
 use crate::channel::BlockingChannel;
+use crate::uring;
 
 /// Events that end the daemon's wait.
 pub enum Event {
@@ -27,7 +28,9 @@ pub enum Event {
 }
 
 /// Detect a mountpoint left behind by a crashed daemon ("Transport endpoint
-/// is not connected") and detach it so it can be mounted again.
+/// is not connected", or "Software caused connection abort" when the kernel
+/// aborted the connection, as it does when a daemon serving it over io_uring
+/// dies) and detach it so it can be mounted again.
 ///
 /// `statfs` is asked because it always reaches the filesystem: a `stat`
 /// may be answered from the kernel's attribute cache even when the daemon
@@ -40,7 +43,8 @@ pub fn clean_stale_mountpoint(mp: &Path) -> Result<()> {
         let mut st: libc::statvfs64 = std::mem::zeroed();
         libc::statvfs64(c.as_ptr(), &mut st)
     };
-    let stale = rc != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ENOTCONN);
+    let stale =
+        rc != 0 && matches!(io::Error::last_os_error().raw_os_error(), Some(libc::ENOTCONN | libc::ECONNABORTED));
     if stale {
         tracing::warn!(mountpoint = %mp.display(), "stale FUSE mount left by a previous daemon; detaching it");
         // SAFETY: umount2 with a valid NUL-terminated path; no memory is shared.
@@ -66,17 +70,27 @@ pub struct Mounted {
     running: Arc<AtomicUsize>,
 }
 
+/// How the FUSE connection is served.
+#[derive(Debug, Clone, Copy)]
+pub struct Transport {
+    /// `/dev/fuse` workers.
+    pub threads: usize,
+    /// Ask the kernel for FUSE passthrough.
+    pub passthrough: bool,
+    /// Serve requests over io_uring if the kernel offers it.
+    pub io_uring: bool,
+}
+
 impl Mounted {
-    /// Mount `fs` at `mp` and start `threads` workers; each reports its exit on `events`.
-    /// With `passthrough`, ask the kernel for FUSE passthrough. `setup` runs once the
-    /// session is mounted and before any request is served, so what the filesystem
-    /// needs from the session (notices, backing files) is there for the first request.
+    /// Mount `fs` at `mp` and serve it as `transport` says; each `/dev/fuse` worker
+    /// reports its exit on `events`. `setup` runs once the session is mounted and
+    /// before any request is served, so what the filesystem needs from the session
+    /// (notices, backing files) is there for the first request.
     pub fn start(
         fs: Arc<Vfs>,
         mp: &Path,
-        threads: usize,
+        transport: Transport,
         events: Sender<Event>,
-        passthrough: bool,
         setup: impl FnOnce(&FuseSession),
     ) -> Result<Self> {
         let mut session = FuseSession::new(mp, "nydusfs", "rafs", true).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -86,8 +100,13 @@ impl Mounted {
         let server = Arc::new(Server::new(fs));
         let running = Arc::new(AtomicUsize::new(0));
         let mut workers = Vec::new();
+        let Transport { threads, passthrough, io_uring } = transport;
+        // Every queue must get its entries once the kernel agrees to io_uring (it
+        // holds all requests until then), so the rings are made before asking.
+        let rings = if io_uring && uring::offered() { queue_rings() } else { Vec::new() };
+        let io_uring = !rings.is_empty();
         for n in 0..threads.max(1) {
-            let mut ch = BlockingChannel::new(&session, passthrough).context("cannot open a FUSE channel")?;
+            let mut ch = BlockingChannel::new(&session, passthrough, io_uring).context("cannot open a FUSE channel")?;
             let (server, events, running) = (server.clone(), events.clone(), running.clone());
             running.fetch_add(1, Ordering::SeqCst);
             let h = std::thread::Builder::new().name(format!("fuse-{n}")).spawn(move || {
@@ -113,6 +132,17 @@ impl Mounted {
                 }
                 running.fetch_sub(1, Ordering::SeqCst);
                 let _ = events.send(Event::WorkerExit);
+            })?;
+            workers.push(h);
+        }
+        let state = Arc::new(uring::RingState::default());
+        for (n, ring) in rings.into_iter().enumerate() {
+            let qid = n / uring::THREADS_PER_QUEUE;
+            let dev = clone_dev(&session)?;
+            let (server, state) = (server.clone(), state.clone());
+            let name = format!("fuse-q{qid}.{}", n % uring::THREADS_PER_QUEUE);
+            let h = std::thread::Builder::new().name(name).spawn(move || {
+                uring::serve_queue(&server, &dev, qid, ring, &state);
             })?;
             workers.push(h);
         }
@@ -182,6 +212,19 @@ fn abort_connection(id: u32) {
     }
     if let Err(e) = std::fs::write(&abort, b"1") {
         tracing::warn!(path = %abort.display(), error = %e, "cannot abort the FUSE connection");
+    }
+}
+
+/// One io_uring per queue thread, or none if any cannot be made (then
+/// requests go through `/dev/fuse` only).
+fn queue_rings() -> Vec<uring::QueueRing> {
+    let n = uring::queue_count() * uring::THREADS_PER_QUEUE;
+    match (0..n).map(|_| uring::QueueRing::new()).collect::<io::Result<Vec<_>>>() {
+        Ok(rings) => rings,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot set up io_uring; FUSE requests go through /dev/fuse");
+            Vec::new()
+        }
     }
 }
 

@@ -29,6 +29,10 @@ pub struct FsConfig {
     pub passthrough: bool,
     /// Smallest file passed through (default 16 MiB).
     pub passthrough_min_size: u64,
+    /// Serve FUSE requests over io_uring when the kernel offers it (the
+    /// `fuse` module's `enable_uring` is on; default on). A property of the
+    /// daemon's FUSE connection, not of one image.
+    pub io_uring: bool,
     /// Background prefetch.
     pub prefetch: PrefetchConfig,
 }
@@ -45,6 +49,7 @@ impl Default for FsConfig {
             keep_cache: true,
             passthrough: false,
             passthrough_min_size: 16 << 20,
+            io_uring: true,
             prefetch: PrefetchConfig::default(),
         }
     }

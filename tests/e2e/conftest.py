@@ -4,6 +4,9 @@ Run:   python3 -m pytest tests/e2e -q
 Env:   NYDUS_IMAGE         binary under test (default <repo>/target/release/nydus-image)
        NYDUS_E2E_BIG_MIB   size of the big sparse file in the "full" fixture (default 300)
        NYDUS_E2E_FUZZ      number of bootstrap fuzz cases (default 2000)
+       NYDUS_E2E_FUSE_URING  1: turn the kernel's FUSE over io_uring on for the
+                           session (nydusd then serves requests over io_uring);
+                           otherwise it is turned off (restored at the end)
 Needs root (mknod, chown, trusted.* xattrs, mount).
 """
 
@@ -29,7 +32,8 @@ SMALL_SPARSE_MIB = 8
 def pytest_report_header(config):
     p = util.nydus_path()
     state = "present" if p.is_file() else "MISSING"
-    lines = [f"nydus-image: {p} ({state}); big sparse file: {BIG_SPARSE_MIB} MiB"]
+    lines = [f"nydus-image: {p} ({state}); big sparse file: {BIG_SPARSE_MIB} MiB; "
+             f"FUSE over io_uring: {'on' if FUSE_URING else 'off'}"]
     if not os.path.exists("/dev/loop-control"):
         lines.append("WARNING: /dev/loop-control absent: kernel EROFS tests will be SKIPPED")
     return lines
@@ -40,6 +44,27 @@ def _require_root():
     if os.geteuid() != 0:
         pytest.exit("the e2e suite must run as root (mknod, chown, trusted.* xattrs, mount)",
                     returncode=4)
+
+
+ENABLE_URING = Path("/sys/module/fuse/parameters/enable_uring")
+FUSE_URING = os.environ.get("NYDUS_E2E_FUSE_URING") == "1"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _fuse_uring_switch(_require_root):
+    """The kernel's FUSE-over-io_uring switch, as NYDUS_E2E_FUSE_URING asks."""
+    if not ENABLE_URING.exists():
+        if FUSE_URING:
+            pytest.exit(f"NYDUS_E2E_FUSE_URING=1 but {ENABLE_URING} is missing: this kernel "
+                        "has no FUSE over io_uring (CONFIG_FUSE_IO_URING)", returncode=4)
+        yield
+        return
+    before = ENABLE_URING.read_text().strip()
+    ENABLE_URING.write_text("Y" if FUSE_URING else "N")
+    try:
+        yield
+    finally:
+        ENABLE_URING.write_text(before)
 
 
 @pytest.fixture(scope="session")

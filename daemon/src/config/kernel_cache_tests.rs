@@ -27,7 +27,19 @@ fn defaults_let_the_kernel_cache_for_a_day() {
         assert!(c.fs.keep_cache);
         assert!(!c.fs.passthrough);
         assert_eq!(c.fs.passthrough_min_size, 16 << 20);
+        assert!(c.fs.io_uring);
     }
+}
+
+#[test]
+fn v1_and_v2_turn_io_uring_off() {
+    for text in [v1(r#", "io_uring": false"#), v2("io_uring = false")] {
+        let (c, warnings) = parse_str(&text, FILE).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert!(!c.fs.io_uring);
+    }
+    let err = parse_str(&v2("io_uring = \"yes\""), FILE).unwrap_err().to_string();
+    assert!(err.contains("rafs.io_uring"), "{err}");
 }
 
 #[test]

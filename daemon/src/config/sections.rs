@@ -261,8 +261,9 @@ pub(super) fn warn_external_backends(ctx: &mut Ctx, list: &[Value], key: &str) {
 }
 
 /// The kernel-cache settings of a filesystem: `entry_timeout` and
-/// `attr_timeout` (seconds), `keep_cache`, `passthrough` and
-/// `passthrough_min_size` (bytes), top-level in v1 and under `rafs` in v2.
+/// `attr_timeout` (seconds), `keep_cache`, `passthrough`,
+/// `passthrough_min_size` (bytes) and `io_uring`, top-level in v1 and under
+/// `rafs` in v2.
 /// Absent keys keep the defaults of [`FsConfig`].
 pub(super) struct KernelCache {
     pub(super) entry: Option<f64>,
@@ -270,6 +271,7 @@ pub(super) struct KernelCache {
     pub(super) keep: Option<bool>,
     pub(super) passthrough: Option<bool>,
     pub(super) passthrough_min_size: Option<u64>,
+    pub(super) io_uring: Option<bool>,
 }
 
 impl KernelCache {
@@ -286,6 +288,7 @@ impl KernelCache {
         fs.attr_timeout = secs(self.attr, "attr_timeout", fs.attr_timeout)?;
         fs.keep_cache = self.keep.unwrap_or(fs.keep_cache);
         fs.passthrough = self.passthrough.unwrap_or(fs.passthrough);
+        fs.io_uring = self.io_uring.unwrap_or(fs.io_uring);
         match self.passthrough_min_size {
             Some(0) => {
                 return Err(ctx.invalid(&join(section, "passthrough_min_size"), "must be at least 1 byte"));

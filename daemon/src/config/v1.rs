@@ -57,6 +57,9 @@ struct RafsConfig {
     /// Smallest file passed through, in bytes (ours).
     #[serde(default)]
     passthrough_min_size: Option<u64>,
+    /// FUSE over io_uring when the kernel offers it (ours).
+    #[serde(default)]
+    io_uring: Option<bool>,
 }
 
 /// `device` (upstream `FactoryConfig`).
@@ -200,6 +203,7 @@ pub(super) fn load(ctx: &mut Ctx, doc: Value) -> Result<DaemonConfig, ConfigErro
         keep: raw.keep_cache,
         passthrough: raw.passthrough,
         passthrough_min_size: raw.passthrough_min_size,
+        io_uring: raw.io_uring,
     };
     let mut fs = FsConfig {
         mode: raw.mode,

@@ -117,6 +117,9 @@ struct RafsV2 {
     /// Smallest file passed through, in bytes (ours).
     #[serde(default)]
     passthrough_min_size: Option<u64>,
+    /// FUSE over io_uring when the kernel offers it (ours).
+    #[serde(default)]
+    io_uring: Option<bool>,
 }
 
 impl Default for RafsV2 {
@@ -135,6 +138,7 @@ impl Default for RafsV2 {
             keep_cache: None,
             passthrough: None,
             passthrough_min_size: None,
+            io_uring: None,
         }
     }
 }
@@ -268,6 +272,7 @@ pub(super) fn load(ctx: &mut Ctx, doc: Value) -> Result<DaemonConfig, ConfigErro
         keep: rafs.keep_cache,
         passthrough: rafs.passthrough,
         passthrough_min_size: rafs.passthrough_min_size,
+        io_uring: rafs.io_uring,
     };
     let mut fs = FsConfig {
         mode: rafs.mode,
