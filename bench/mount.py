@@ -15,6 +15,9 @@ these operations, cold (after sync + drop_caches) and warm (repeated after
 the cold run; for nydusd once the daemon has been idle for 1.5 s, so the
 background work the cold run started, page-cache pushes and passthrough
 copies, is done). With --passthrough, nydusd runs with `"passthrough": true`.
+With --io-uring the kernel's FUSE over io_uring switch (the fuse module's
+enable_uring) is on for the run and nydusd serves requests over io_uring;
+without it the switch is off for the run (both restore it afterwards).
 With --cold-runs N the three kinds take turns N times (native, erofs, nydusd,
 native, ...) and the median cold run is reported, so a change of the shared
 disk's speed during the run weighs on all of them:
@@ -166,6 +169,7 @@ def drop_caches():
         f.write("3\n")
 
 
+ENABLE_URING = "/sys/module/fuse/parameters/enable_uring"
 SETTLE_QUIET = 1.5   # s without CPU use: passthrough copies start after 1 s of quiet
 SETTLE_MAX = 60.0
 
@@ -647,6 +651,10 @@ def main():
     ap.add_argument("--passthrough", action="store_true",
                     help="run nydusd with FUSE passthrough for large cached files "
                          "(`\"passthrough\": true`; off by default, as in nydusd)")
+    ap.add_argument("--io-uring", action="store_true",
+                    help="turn the kernel's FUSE over io_uring on for the run "
+                         "(/sys/module/fuse/parameters/enable_uring; restored after), so "
+                         "nydusd serves requests over io_uring; off for the run otherwise")
     ap.add_argument("--fio-runtime", type=int, default=10,
                     help="seconds per fio run (default %(default)s)")
     ap.add_argument("--max-load", type=float, default=1.0,
@@ -698,6 +706,12 @@ def main():
             die(p)
     if not os.path.exists("/dev/fuse"):
         die("/dev/fuse is missing")
+    uring_before = None
+    if os.path.exists(ENABLE_URING):
+        with open(ENABLE_URING) as f:
+            uring_before = f.read().strip()
+    elif args.io_uring:
+        die("--io-uring: %s is missing (a kernel without CONFIG_FUSE_IO_URING)" % ENABLE_URING)
     with open("/proc/filesystems") as f:
         if not re.search(r"\berofs\b", f.read()):
             subprocess.run(["modprobe", "erofs"], stderr=subprocess.DEVNULL)
@@ -809,6 +823,11 @@ def main():
     erofs_mounted = False
     rss_after_readall = None
     t_begin = time.time()
+    if uring_before is not None:
+        with open(ENABLE_URING, "w") as f:
+            f.write("Y" if args.io_uring else "N")
+        log("FUSE over io_uring: %s for this run (was %s)" % ("on" if args.io_uring else "off",
+                                                             uring_before))
     try:
         # ---- kernel EROFS mount (stays mounted; cold = drop_caches) ----
         rc, _, _, err = run_cmd(["mount", "-t", "erofs", "-o", "loop,ro", disk, mnt_erofs])
@@ -834,6 +853,7 @@ def main():
             rec["threads"] = st.get("Threads")
             rec["cpu_s"] = d.cpu()
             d.stop()
+            rec["io_uring"] = "serving FUSE requests over io_uring" in d.log_text()
             current = None
             rec["exit_status"] = d.rc
             probs = d.problems()
@@ -970,6 +990,9 @@ def main():
         if d.proc is not None:
             finish_daemon(d, "treecmp")
     finally:
+        if uring_before is not None:
+            with open(ENABLE_URING, "w") as f:
+                f.write(uring_before)
         if current is not None:
             current.stop()
         if erofs_mounted:
@@ -999,6 +1022,9 @@ def main():
     if hwms:
         log("nydusd peak RSS (VmHWM): %s after read-all; max %.1f MiB over all daemons"
             % (fmt(rss_after_readall, ".1f", "n/a") + " MiB", max(hwms)))
+    if daemons:
+        log("nydusd served FUSE requests over io_uring: %d of %d daemon(s)"
+            % (sum(1 for r in daemons if r.get("io_uring")), len(daemons)))
     probs = sum(r["log_problems"] for r in daemons)
     if probs:
         log("nydusd logs: %d WARN/ERROR line(s), e.g.:" % probs)
@@ -1031,6 +1057,7 @@ def main():
            "image": image,
            "settings": {"ops": ops, "warm_runs": args.warm_runs, "cold_runs": args.cold_runs,
                         "fio_runtime_s": args.fio_runtime, "threads": args.threads,
+                        "fuse_io_uring": bool(args.io_uring),
                         "nydusd_config": json.load(open(cfgpath))
                         if os.path.exists(cfgpath) else None},
            "results": results, "daemons": daemons,
