@@ -218,7 +218,12 @@ fn abort_connection(id: u32) {
 /// One io_uring per queue thread, or none if any cannot be made (then
 /// requests go through `/dev/fuse` only).
 fn queue_rings() -> Vec<uring::QueueRing> {
-    let n = uring::queue_count() * uring::THREADS_PER_QUEUE;
+    let queues = uring::queue_count();
+    if queues > uring::MAX_QUEUES {
+        tracing::warn!(queues, "too many CPUs for FUSE io_uring queues; FUSE requests go through /dev/fuse");
+        return Vec::new();
+    }
+    let n = queues * uring::THREADS_PER_QUEUE;
     match (0..n).map(|_| uring::QueueRing::new()).collect::<io::Result<Vec<_>>>() {
         Ok(rings) => rings,
         Err(e) => {

@@ -180,15 +180,24 @@ pub struct RingState {
     refused: AtomicBool,
 }
 
+/// Queue ids travel as `u16`.
+pub const MAX_QUEUES: usize = u16::MAX as usize + 1;
+
 /// One queue thread's io_uring, made before `FUSE_INIT` is answered: once
 /// the kernel agrees to io_uring it holds every request until each queue
 /// has an entry, so a ring that cannot be made must mean not asking.
-pub struct QueueRing(IoUring<squeue::Entry128, cqueue::Entry>);
+pub struct QueueRing {
+    ring: IoUring<squeue::Entry128, cqueue::Entry>,
+    /// Where the writer's final flush of a buffered reply goes.
+    sink: File,
+}
 
 impl QueueRing {
     /// A ring for one queue thread.
     pub fn new() -> io::Result<Self> {
-        IoUring::builder().build(RING_SIZE).map(Self)
+        let ring = IoUring::builder().build(RING_SIZE)?;
+        let sink = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
+        Ok(Self { ring, sink })
     }
 }
 
@@ -217,16 +226,15 @@ fn run<F: FileSystem + Sync>(
     server: &Server<F>,
     dev: &File,
     qid: usize,
-    QueueRing(mut ring): QueueRing,
+    QueueRing { mut ring, sink }: QueueRing,
     state: &RingState,
 ) -> io::Result<()> {
     pin_to_cpu(qid);
-    let qid16 = u16::try_from(qid).map_err(|_| io::Error::other(format!("queue {qid} out of range")))?;
+    // Callers keep qid below MAX_QUEUES.
+    let qid16 = qid as u16;
     let mut entry = RingEntry::new(PAYLOAD);
     let mut req = vec![0u8; IN_HEADER + OP_IN_MAX + PAYLOAD];
-    // Replies are buffered in the entry; the writer's final flush of a split
-    // reply (reads) goes nowhere.
-    let sink = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
+    let mut stalled = Duration::ZERO;
     let mut pending = Some(entry.sqe(dev, qid16, CMD_REGISTER, 0));
     let mut registered = false;
     loop {
@@ -238,14 +246,18 @@ fn run<F: FileSystem + Sync>(
             unsafe { ring.submission().push(&sqe) }.map_err(|_| io::Error::other("io_uring submission queue full"))?;
         }
         match ring.submit_and_wait(1) {
-            Ok(_) => {}
-            // Interrupted, or the kernel is short of resources: whatever was not
-            // submitted is still queued; wait (and submit) again.
+            Ok(_) => stalled = Duration::ZERO,
             Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EBUSY)) => {
-                std::thread::sleep(Duration::from_millis(1));
+            // Whatever was not submitted is still queued: try again, slower and
+            // slower. Giving up would leave this CPU's requests unanswered (the
+            // kernel holds them for this queue's entries).
+            Err(e) => {
+                if stalled.is_zero() {
+                    tracing::warn!(error = %e, qid, "io_uring_enter failed; retrying");
+                }
+                stalled = (stalled * 2).clamp(Duration::from_millis(1), Duration::from_secs(1));
+                std::thread::sleep(stalled);
             }
-            Err(e) => return Err(e),
         }
         let Some(cqe) = ring.completion().next() else { continue };
         let res = cqe.result();
@@ -259,7 +271,15 @@ fn run<F: FileSystem + Sync>(
                 }
                 // The connection ended (unmount, abort) or the ring is going away.
                 libc::ENOTCONN | libc::ECONNABORTED | libc::ECANCELED | libc::ENODEV => return Ok(()),
-                e => return Err(io::Error::from_raw_os_error(e)),
+                // The kernel refused the entry: it goes on with /dev/fuse.
+                e if !registered => return Err(io::Error::from_raw_os_error(e)),
+                // A commit the kernel could not match (the request ended on its
+                // side): the entry was not re-armed, so register it afresh.
+                e => {
+                    tracing::warn!(error = %io::Error::from_raw_os_error(e), qid, "io_uring commit failed; registering the entry again");
+                    pending = Some(entry.sqe(dev, qid16, CMD_REGISTER, 0));
+                    continue;
+                }
             }
         }
         registered = true;
@@ -273,24 +293,35 @@ fn run<F: FileSystem + Sync>(
         let unique = u64_at(&entry.header, 8);
         let commit_id = u64_at(&entry.header, ENT_COMMIT_ID);
         entry.buf[..4].copy_from_slice(&0u32.to_ne_bytes());
-        match entry.request(&mut req) {
-            Ok(len) => {
-                let reader = Reader::from_fuse_buffer(FuseBuf::new(&mut req[..len]))
-                    .map_err(|e| io::Error::other(e.to_string()))?;
-                let mut writer = FuseDevWriter::<()>::new(sink.as_raw_fd(), &mut entry.buf)
-                    .map_err(|e| io::Error::other(e.to_string()))?;
-                let full = writer.available_bytes();
-                // Buffered from here on: nothing reaches `sink` but the flush.
-                let _rest = writer.split_at(full).map_err(|e| io::Error::other(e.to_string()))?;
-                if let Err(e) = server.handle_message(reader, writer.into(), None, None) {
-                    tracing::debug!(error = %e, "FUSE reply failed");
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "answering a malformed io_uring request with EIO"),
+        if let Err(e) = handle(server, &mut entry, &mut req, &sink) {
+            tracing::warn!(error = %e, "answering an io_uring request with EIO");
         }
         entry.finish_reply(unique);
         pending = Some(entry.sqe(dev, qid16, CMD_COMMIT_AND_FETCH, commit_id));
     }
+}
+
+/// Answer the request in `entry` (put together in `req`) through `server`;
+/// the reply is left in `entry.buf`. On an error nothing is left there,
+/// which [`RingEntry::finish_reply`] turns into `EIO`.
+fn handle<F: FileSystem + Sync>(
+    server: &Server<F>,
+    entry: &mut RingEntry,
+    req: &mut [u8],
+    sink: &File,
+) -> io::Result<()> {
+    let len = entry.request(req)?;
+    let other = |e: fuse_backend_rs::transport::Error| io::Error::other(e.to_string());
+    let reader = Reader::from_fuse_buffer(FuseBuf::new(&mut req[..len])).map_err(other)?;
+    let mut writer = FuseDevWriter::<()>::new(sink.as_raw_fd(), &mut entry.buf).map_err(other)?;
+    let full = writer.available_bytes();
+    // Buffered from here on: all of the reply stays in `entry.buf`, and only
+    // the final flush of a split reply (reads) is written, to `sink`.
+    let _rest = writer.split_at(full).map_err(other)?;
+    if let Err(e) = server.handle_message(reader, writer.into(), None, None) {
+        tracing::debug!(error = %e, "FUSE reply failed");
+    }
+    Ok(())
 }
 
 fn pin_to_cpu(cpu: usize) {
