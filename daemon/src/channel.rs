@@ -18,7 +18,7 @@ use std::os::fd::{AsRawFd, FromRawFd};
 
 use fuse_backend_rs::transport::{FuseBuf, FuseDevWriter, FuseSession, Reader};
 
-use crate::{passthrough, uring};
+use crate::{init, passthrough, uring};
 
 /// Largest request the kernel sends: a 1 MiB write payload plus headers
 /// (fuse-backend-rs negotiates max_write = 1 MiB).
@@ -96,7 +96,7 @@ impl BlockingChannel {
             if n >= 0 {
                 let req = &mut self.req[..n as usize];
                 let mut out_fd = fd;
-                if passthrough::opcode(req) == Some(passthrough::FUSE_INIT)
+                if init::opcode(req) == Some(init::FUSE_INIT)
                     && ((self.passthrough && passthrough::init_offers_passthrough(req))
                         || (self.io_uring && uring::init_offers_io_uring(req)))
                 {

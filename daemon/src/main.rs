@@ -6,6 +6,7 @@ mod channel;
 mod cli;
 mod config;
 mod handler;
+mod init;
 mod logging;
 mod metrics;
 mod mounts;

@@ -3,9 +3,8 @@
 //!
 //! fuse-backend-rs 0.14 cannot do either: its option flags stop before
 //! `FUSE_PASSTHROUGH` (bit 37) and its INIT reply has no `max_stack_depth`.
-//! So the worker that receives `FUSE_INIT` lets the server write the reply
-//! into a pipe, sets those two fields with [`ask_passthrough`], and writes
-//! it to the device itself. Backing files are registered with the
+//! So the INIT reply is patched (see `init.rs`): [`ask_passthrough`] sets
+//! those two fields. Backing files are registered with the
 //! `FUSE_DEV_IOC_BACKING_OPEN` ioctl on the session's device (the kernel
 //! requires `CAP_SYS_ADMIN`; a refusal turns passthrough off for the mount
 //! and files are read through the page cache as before; a shortage of
@@ -18,15 +17,10 @@ use std::sync::{Arc, OnceLock};
 
 use nydus_fs::passthrough::BackingFiles;
 
+use crate::init::{self, OUT_HEADER};
+
 use crate::notify::Notifier;
 
-/// `FUSE_INIT`'s opcode.
-pub const FUSE_INIT: u32 = 26;
-/// `fuse_in_header` and `fuse_out_header` sizes.
-const IN_HEADER: usize = 40;
-const OUT_HEADER: usize = 16;
-/// `FUSE_INIT_EXT` in `flags`: `flags2` is valid.
-const INIT_EXT: u32 = 1 << 30;
 /// `FUSE_PASSTHROUGH` (bit 37) as a `flags2` bit.
 const PASSTHROUGH2: u32 = 1 << (37 - 32);
 /// Stacking depth of the FUSE superblock: backing files must live on a
@@ -38,40 +32,20 @@ const MAX_STACK_DEPTH: u32 = 1;
 const FUSE_DEV_IOC_BACKING_OPEN: libc::c_ulong = 0x4010_e501;
 const FUSE_DEV_IOC_BACKING_CLOSE: libc::c_ulong = 0x4004_e502;
 
-fn word(b: &[u8], at: usize) -> Option<u32> {
-    b.get(at..at + 4).map(|w| u32::from_ne_bytes([w[0], w[1], w[2], w[3]]))
-}
-
-fn set_word(b: &mut [u8], at: usize, v: u32) {
-    b[at..at + 4].copy_from_slice(&v.to_ne_bytes());
-}
-
-/// The opcode of request `req`.
-pub fn opcode(req: &[u8]) -> Option<u32> {
-    word(req, 4)
-}
-
 /// Whether `FUSE_INIT` request `req` offers passthrough.
 pub fn init_offers_passthrough(req: &[u8]) -> bool {
-    // fuse_init_in: major, minor, max_readahead, flags, flags2, ...
-    let (flags, flags2) = (word(req, IN_HEADER + 12), word(req, IN_HEADER + 16));
-    matches!((flags, flags2), (Some(f), Some(f2)) if f & INIT_EXT != 0 && f2 & PASSTHROUGH2 != 0)
+    init::offers(req, PASSTHROUGH2)
 }
 
 /// Turn on passthrough in `FUSE_INIT` reply `reply` (header included).
 /// Returns false, leaving it alone, for an error reply or one too short to
 /// carry the fields (an old protocol minor).
 pub fn ask_passthrough(reply: &mut [u8]) -> bool {
-    // fuse_init_out: flags at 12, flags2 at 32, max_stack_depth at 36.
-    let ok = word(reply, 4) == Some(0) && reply.len() >= OUT_HEADER + 40;
-    if !ok {
+    // fuse_init_out: max_stack_depth at 36.
+    if !init::ask(reply, PASSTHROUGH2) {
         return false;
     }
-    let flags = word(reply, OUT_HEADER + 12).unwrap_or(0);
-    set_word(reply, OUT_HEADER + 12, flags | INIT_EXT);
-    let flags2 = word(reply, OUT_HEADER + 32).unwrap_or(0);
-    set_word(reply, OUT_HEADER + 32, flags2 | PASSTHROUGH2);
-    set_word(reply, OUT_HEADER + 36, MAX_STACK_DEPTH);
+    init::set_word(reply, OUT_HEADER + 36, MAX_STACK_DEPTH);
     true
 }
 
@@ -135,6 +109,9 @@ impl BackingFiles for BackingRegistry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::init::{opcode, set_word, word, FUSE_INIT, IN_HEADER};
+
+    const INIT_EXT: u32 = 1 << 30;
 
     fn init_request(flags: u32, flags2: u32) -> Vec<u8> {
         let mut r = vec![0u8; IN_HEADER + 64];

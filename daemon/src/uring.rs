@@ -31,12 +31,11 @@ use fuse_backend_rs::api::server::Server;
 use fuse_backend_rs::transport::{FuseBuf, FuseDevWriter, Reader};
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
+use crate::init::{self, IN_HEADER, OUT_HEADER};
+
 /// `FUSE_IO_URING_CMD_REGISTER` and `FUSE_IO_URING_CMD_COMMIT_AND_FETCH`.
 const CMD_REGISTER: u32 = 1;
 const CMD_COMMIT_AND_FETCH: u32 = 2;
-/// `fuse_in_header` and `fuse_out_header` sizes.
-const IN_HEADER: usize = 40;
-const OUT_HEADER: usize = 16;
 /// `fuse_uring_req_header`: `in_out[128]`, `op_in[128]`, then
 /// `fuse_uring_ent_in_out { flags, commit_id: u64, payload_sz: u32, .. }`.
 const OP_IN: usize = 128;
@@ -47,29 +46,16 @@ const HEADER_SIZE: usize = 288;
 
 /// `FUSE_OVER_IO_URING` (bit 41) as a `flags2` bit of `fuse_init_in/out`.
 const OVER_IO_URING2: u32 = 1 << (41 - 32);
-/// `FUSE_INIT_EXT` in `flags`: `flags2` is valid.
-const INIT_EXT: u32 = 1 << 30;
-
 /// Whether `FUSE_INIT` request `req` offers io_uring (the kernel offers it
 /// only while `enable_uring` is on).
 pub fn init_offers_io_uring(req: &[u8]) -> bool {
-    req.len() >= IN_HEADER + 20 && {
-        let (flags, flags2) = (u32_at(req, IN_HEADER + 12), u32_at(req, IN_HEADER + 16));
-        flags & INIT_EXT != 0 && flags2 & OVER_IO_URING2 != 0
-    }
+    init::offers(req, OVER_IO_URING2)
 }
 
 /// Ask for io_uring in `FUSE_INIT` reply `reply` (header included); false
 /// for an error reply or one too short to carry `flags2`.
 pub fn ask_io_uring(reply: &mut [u8]) -> bool {
-    if reply.len() < OUT_HEADER + 40 || u32_at(reply, 4) != 0 {
-        return false;
-    }
-    let flags = u32_at(reply, OUT_HEADER + 12) | INIT_EXT;
-    reply[OUT_HEADER + 12..OUT_HEADER + 16].copy_from_slice(&flags.to_ne_bytes());
-    let flags2 = u32_at(reply, OUT_HEADER + 32) | OVER_IO_URING2;
-    reply[OUT_HEADER + 32..OUT_HEADER + 36].copy_from_slice(&flags2.to_ne_bytes());
-    true
+    init::ask(reply, OVER_IO_URING2)
 }
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
@@ -360,6 +346,8 @@ mod tests {
         r[OUT_HEADER + 32..OUT_HEADER + 36].copy_from_slice(&flags2.to_ne_bytes());
         r
     }
+
+    const INIT_EXT: u32 = 1 << 30;
 
     #[test]
     fn init_asks_for_io_uring_only_when_offered_and_fine() {
