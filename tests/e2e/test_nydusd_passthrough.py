@@ -20,7 +20,7 @@ import time
 import pytest
 
 import util
-from nydusd import daemons, nydusd_bin, v1_config, write_config  # noqa: F401  (pytest fixtures)
+from nydusd import daemons, nydusd_bin, poll, v1_config, write_config  # noqa: F401  (pytest fixtures)
 from test_api import Api, wait_socket
 
 MiB = 1 << 20
@@ -141,7 +141,11 @@ def test_overlapping_opens_keep_working(daemons, tmp_path, pt_image):
     path = d.mountpoint / "d" / "big2"
     want = (src / "d" / "big2").read_bytes()
     # Read whole and released: the copy is queued (it starts after a second of quiet).
+    # RELEASE is asynchronous, and over io_uring it may reach nydusd after the next
+    # OPEN (another CPU's queue): wait for it, or `held` would be the last open.
     assert read_dropped(path) == want
+    released = poll(lambda: counters(api)["release"] >= counters(api)["open"], 5.0)
+    assert released, "the RELEASE never reached nydusd\n" + d.describe()
     held = open(path, "rb")
     try:
         assert held.read() == want
