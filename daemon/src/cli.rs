@@ -42,7 +42,8 @@ pub struct Args {
     /// Supervisor socket (reported in the daemon info; kept for compatibility).
     #[arg(long)]
     pub supervisor: Option<String>,
-    /// FUSE worker threads.
+    /// FUSE worker threads. Over io_uring, also the queue threads in all,
+    /// spread over the kernel's per-CPU queues with at least 2 on each.
     #[arg(short = 'T', long = "thread-num", visible_alias = "fuse-threads", default_value_t = 4)]
     pub thread_num: usize,
     /// File listing paths (one per line) to prefetch after mounting.

@@ -73,7 +73,8 @@ pub struct Mounted {
 /// How the FUSE connection is served.
 #[derive(Debug, Clone, Copy)]
 pub struct Transport {
-    /// `/dev/fuse` workers.
+    /// `/dev/fuse` workers; over io_uring also the queue threads in all
+    /// (spread over the queues, at least two on each).
     pub threads: usize,
     /// Ask the kernel for FUSE passthrough.
     pub passthrough: bool,
@@ -103,7 +104,8 @@ impl Mounted {
         let Transport { threads, passthrough, io_uring } = transport;
         // Every queue must get its entries once the kernel agrees to io_uring (it
         // holds all requests until then), so the rings are made before asking.
-        let rings = if io_uring && uring::offered() { queue_rings() } else { Vec::new() };
+        let per_queue = uring::threads_per_queue(threads, uring::queue_count());
+        let rings = if io_uring && uring::offered() { queue_rings(per_queue) } else { Vec::new() };
         let io_uring = !rings.is_empty();
         for n in 0..threads.max(1) {
             let mut ch = BlockingChannel::new(&session, passthrough, io_uring).context("cannot open a FUSE channel")?;
@@ -135,12 +137,12 @@ impl Mounted {
             })?;
             workers.push(h);
         }
-        let state = Arc::new(uring::RingState::default());
+        let state = Arc::new(uring::RingState::new(per_queue));
         for (n, ring) in rings.into_iter().enumerate() {
-            let qid = n / uring::THREADS_PER_QUEUE;
+            let qid = n / per_queue;
             let dev = clone_dev(&session)?;
             let (server, state) = (server.clone(), state.clone());
-            let name = format!("fuse-q{qid}.{}", n % uring::THREADS_PER_QUEUE);
+            let name = format!("fuse-q{qid}.{}", n % per_queue);
             let h = std::thread::Builder::new().name(name).spawn(move || {
                 uring::serve_queue(&server, &dev, qid, ring, &state);
             })?;
@@ -217,13 +219,13 @@ fn abort_connection(id: u32) {
 
 /// One io_uring per queue thread, or none if any cannot be made (then
 /// requests go through `/dev/fuse` only).
-fn queue_rings() -> Vec<uring::QueueRing> {
+fn queue_rings(per_queue: usize) -> Vec<uring::QueueRing> {
     let queues = uring::queue_count();
     if queues > uring::MAX_QUEUES {
         tracing::warn!(queues, "too many CPUs for FUSE io_uring queues; FUSE requests go through /dev/fuse");
         return Vec::new();
     }
-    let n = queues * uring::THREADS_PER_QUEUE;
+    let n = queues * per_queue;
     match (0..n).map(|_| uring::QueueRing::new()).collect::<io::Result<Vec<_>>>() {
         Ok(rings) => rings,
         Err(e) => {

@@ -145,9 +145,17 @@ impl RingEntry {
     }
 }
 
-/// Threads (each with one registered entry) per kernel queue: a request
-/// that waits for the backend does not hold up the next one from that CPU.
-pub const THREADS_PER_QUEUE: usize = 2;
+/// Fewest threads (each with one registered entry) per kernel queue: a
+/// request that waits for the backend does not hold up the next one from
+/// that CPU.
+const MIN_THREADS_PER_QUEUE: usize = 2;
+
+/// Threads per queue for `threads` FUSE threads in all (`--thread-num`)
+/// over `queues` queues: that many in all, spread over the queues, and at
+/// least [`MIN_THREADS_PER_QUEUE`] on each.
+pub fn threads_per_queue(threads: usize, queues: usize) -> usize {
+    threads.div_ceil(queues.max(1)).max(MIN_THREADS_PER_QUEUE)
+}
 /// Payload buffer per entry: at least the kernel's largest request or reply
 /// payload (`max_write` and `max_pages` are 1 MiB here).
 const PAYLOAD: usize = (1 << 20) + 0x1000;
@@ -164,6 +172,14 @@ pub fn offered() -> bool {
 pub struct RingState {
     in_use: AtomicBool,
     refused: AtomicBool,
+    threads_per_queue: usize,
+}
+
+impl RingState {
+    /// The state of a session with `threads_per_queue` threads on each queue.
+    pub fn new(threads_per_queue: usize) -> Self {
+        Self { threads_per_queue, ..Self::default() }
+    }
 }
 
 /// Queue ids travel as `u16`.
@@ -272,7 +288,7 @@ fn run<F: FileSystem + Sync>(
         if !state.in_use.swap(true, Ordering::Relaxed) {
             tracing::info!(
                 queues = queue_count(),
-                threads_per_queue = THREADS_PER_QUEUE,
+                threads_per_queue = state.threads_per_queue,
                 "serving FUSE requests over io_uring"
             );
         }
@@ -378,6 +394,15 @@ mod tests {
         e.header[ENT_PAYLOAD_SZ..ENT_PAYLOAD_SZ + 4].copy_from_slice(&(payload.len() as u32).to_ne_bytes());
         e.buf[OUT_HEADER..OUT_HEADER + payload.len()].copy_from_slice(payload);
         e
+    }
+
+    #[test]
+    fn threads_are_spread_over_the_queues() {
+        assert_eq!(threads_per_queue(4, 2), 2);
+        assert_eq!(threads_per_queue(16, 2), 8);
+        assert_eq!(threads_per_queue(5, 2), 3);
+        assert_eq!(threads_per_queue(4, 64), 2);
+        assert_eq!(threads_per_queue(1, 0), 2);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 """FUSE over io_uring: with the kernel's switch on (the fuse module's
 ``enable_uring``), nydusd asks for it in its FUSE_INIT reply and serves
-requests from one pinned thread pair per kernel queue (one queue per CPU).
+requests from pinned threads on each kernel queue (one queue per CPU;
+``--thread-num`` threads in all, at least two per queue).
 
 * the mounted fixture tree equals the source, and requests really come
   through the rings (the daemon logs it once, and its queue threads exist);
@@ -77,6 +78,19 @@ def test_tree_is_served_over_io_uring(kernel_uring, daemons, tmp_path, src_small
     assert len(queue_threads(d.pid)) == 2 * possible_cpus(), queue_threads(d.pid)
     rc = d.stop()
     assert rc == 0, d.describe()
+    d.assert_clean_log()
+
+
+def test_thread_num_spreads_over_the_queues(kernel_uring, daemons, tmp_path):
+    src = make_data_tree(tmp_path / "src")
+    img = util.create(src, tmp_path / "out", chunk_size=0x1000)
+    cpus = possible_cpus()
+    d = daemons.mount(img, tmp_path / "mnt", tmp_path / "cache", extra=["--thread-num", str(4 * cpus)])
+    for rel in regular_files(src):
+        assert read_bytes(d.mountpoint / rel) == (src / rel).read_bytes(), rel
+    assert len(queue_threads(d.pid)) == 4 * cpus, queue_threads(d.pid)
+    assert "threads_per_queue=4" in d.log_text(), d.describe()
+    d.stop()
     d.assert_clean_log()
 
 
