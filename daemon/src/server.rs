@@ -105,7 +105,17 @@ impl Mounted {
         // Every queue must get its entries once the kernel agrees to io_uring (it
         // holds all requests until then), so the rings are made before asking.
         let per_queue = uring::threads_per_queue(threads, uring::queue_count());
-        let rings = if io_uring && uring::offered() { queue_rings(per_queue) } else { Vec::new() };
+        let switch = uring::offered();
+        let offered = io_uring && switch == Some(true);
+        match switch {
+            Some(false) if io_uring => tracing::info!(
+                "FUSE over io_uring is off in the kernel; serving through /dev/fuse \
+                 (echo Y > /sys/module/fuse/parameters/enable_uring turns it on for new mounts)"
+            ),
+            None if io_uring => tracing::debug!("this kernel has no FUSE over io_uring; serving through /dev/fuse"),
+            _ => {}
+        }
+        let rings = if offered { queue_rings(per_queue) } else { Vec::new() };
         let io_uring = !rings.is_empty();
         for n in 0..threads.max(1) {
             let mut ch = BlockingChannel::new(&session, passthrough, io_uring).context("cannot open a FUSE channel")?;

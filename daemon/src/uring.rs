@@ -162,9 +162,13 @@ const PAYLOAD: usize = (1 << 20) + 0x1000;
 /// Submission queue size of each thread's ring (one entry in flight).
 const RING_SIZE: u32 = 4;
 
-/// Whether the kernel offers FUSE over io_uring to new connections.
-pub fn offered() -> bool {
-    std::fs::read_to_string("/sys/module/fuse/parameters/enable_uring").is_ok_and(|v| matches!(v.trim(), "Y" | "1"))
+/// The `fuse` module's switch for FUSE over io_uring.
+const ENABLE_URING: &str = "/sys/module/fuse/parameters/enable_uring";
+
+/// Whether the kernel offers FUSE over io_uring to new connections: `None`
+/// for a kernel without it, else whether its switch is on.
+pub fn offered() -> Option<bool> {
+    std::fs::read_to_string(ENABLE_URING).ok().map(|v| matches!(v.trim(), "Y" | "1"))
 }
 
 /// What the queue threads of one session share: each fact is logged once.
