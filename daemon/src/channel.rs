@@ -39,8 +39,9 @@ pub struct BlockingChannel {
 }
 
 impl BlockingChannel {
-    /// A new channel on a clone of `session`'s device (blocking reads);
-    /// with `passthrough`, it asks for FUSE passthrough if it gets `FUSE_INIT`.
+    /// A new channel on a clone of `session`'s device (blocking reads). If it
+    /// gets `FUSE_INIT`, it asks for FUSE passthrough (`passthrough`) and FUSE
+    /// over io_uring (`io_uring`) where the kernel offers them.
     pub fn new(session: &FuseSession, passthrough: bool, io_uring: bool) -> io::Result<Self> {
         let file = session.clone_fuse_file().map_err(|e| io::Error::other(format!("cannot clone /dev/fuse: {e}")))?;
         Ok(Self {
@@ -55,7 +56,7 @@ impl BlockingChannel {
     }
 
     /// Call after the request returned by [`BlockingChannel::next`] was handled:
-    /// sends an INIT reply that was held back to ask for passthrough.
+    /// sends an INIT reply that was held back to ask for passthrough or io_uring.
     pub fn finish(&mut self) -> io::Result<()> {
         drop(self.init_writer.take());
         let Some(mut pipe) = self.init_reply.take() else { return Ok(()) };

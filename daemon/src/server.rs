@@ -104,7 +104,8 @@ impl Mounted {
         let Transport { threads, passthrough, io_uring } = transport;
         // Every queue must get its entries once the kernel agrees to io_uring (it
         // holds all requests until then), so the rings are made before asking.
-        let per_queue = uring::threads_per_queue(threads, uring::queue_count());
+        let queues = uring::queue_count();
+        let per_queue = uring::threads_per_queue(threads, queues);
         let switch = uring::offered();
         let offered = io_uring && switch == Some(true);
         match switch {
@@ -115,7 +116,7 @@ impl Mounted {
             None if io_uring => tracing::debug!("this kernel has no FUSE over io_uring; serving through /dev/fuse"),
             _ => {}
         }
-        let rings = if offered { queue_rings(per_queue) } else { Vec::new() };
+        let rings = if offered { queue_rings(queues, per_queue) } else { Vec::new() };
         let io_uring = !rings.is_empty();
         for n in 0..threads.max(1) {
             let mut ch = BlockingChannel::new(&session, passthrough, io_uring).context("cannot open a FUSE channel")?;
@@ -147,7 +148,7 @@ impl Mounted {
             })?;
             workers.push(h);
         }
-        let state = Arc::new(uring::RingState::new(per_queue));
+        let state = Arc::new(uring::RingState::new(queues, per_queue));
         for (n, ring) in rings.into_iter().enumerate() {
             let qid = n / per_queue;
             let dev = clone_dev(&session)?;
@@ -229,8 +230,7 @@ fn abort_connection(id: u32) {
 
 /// One io_uring per queue thread, or none if any cannot be made (then
 /// requests go through `/dev/fuse` only).
-fn queue_rings(per_queue: usize) -> Vec<uring::QueueRing> {
-    let queues = uring::queue_count();
+fn queue_rings(queues: usize, per_queue: usize) -> Vec<uring::QueueRing> {
     if queues > uring::MAX_QUEUES {
         tracing::warn!(queues, "too many CPUs for FUSE io_uring queues; FUSE requests go through /dev/fuse");
         return Vec::new();

@@ -176,13 +176,15 @@ pub fn offered() -> Option<bool> {
 pub struct RingState {
     in_use: AtomicBool,
     refused: AtomicBool,
+    queues: usize,
     threads_per_queue: usize,
 }
 
 impl RingState {
-    /// The state of a session with `threads_per_queue` threads on each queue.
-    pub fn new(threads_per_queue: usize) -> Self {
-        Self { threads_per_queue, ..Self::default() }
+    /// The state of a session with `threads_per_queue` threads on each of
+    /// its `queues` queues.
+    pub fn new(queues: usize, threads_per_queue: usize) -> Self {
+        Self { queues, threads_per_queue, ..Self::default() }
     }
 }
 
@@ -291,7 +293,7 @@ fn run<F: FileSystem + Sync>(
         registered = true;
         if !state.in_use.swap(true, Ordering::Relaxed) {
             tracing::info!(
-                queues = queue_count(),
+                queues = state.queues,
                 threads_per_queue = state.threads_per_queue,
                 "serving FUSE requests over io_uring"
             );

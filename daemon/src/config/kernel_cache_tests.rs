@@ -1,5 +1,5 @@
-//! `entry_timeout`, `attr_timeout`, `keep_cache`, `passthrough` and `passthrough_min_size`
-//! in v1 and v2 files.
+//! `entry_timeout`, `attr_timeout`, `keep_cache`, `passthrough`, `passthrough_min_size`
+//! and `io_uring` in v1 and v2 files.
 
 use std::time::Duration;
 
